@@ -1,0 +1,86 @@
+"""What every built-in dataset shares: images kept as one uint8 tensor (N, C, H, W).
+
+uint8 is 4x smaller than float32, so whole datasets fit in memory (CelebA at 64x64 is
+2.5 GB), and the engine converts to float [-1, 1] per batch on the training device.
+A subclass only says how to produce that tensor (``_load``); indexing, the float
+conversion and the ``hflip``/``limit`` parameters live here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+import gantool
+from gantool import ParamError
+
+
+class InMemoryImages(gantool.Dataset):
+    """Base for datasets whose whole content is produced once by ``_load()``.
+
+    Subclasses set ``image_shape`` and implement ``_load() -> uint8 (N, C, H, W)``;
+    the result is computed on first use and kept.
+    """
+
+    def __init__(self, *, image_shape: tuple[int, int, int], hflip: bool, limit: int):
+        if limit < 0:
+            raise ParamError("limit", f"must be >= 0 (0 means all images), got {limit}")
+        self.image_shape = tuple(image_shape)
+        self.hflip = hflip  # applied by the engine to random halves of each batch
+        self.limit = limit
+        self._images: torch.Tensor | None = None
+
+    def _load(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def as_tensor(self) -> torch.Tensor | None:
+        if self._images is None:
+            images = self._load()
+            assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == self.image_shape, (
+                f"{type(self).__name__}._load returned {images.dtype} {tuple(images.shape)}, "
+                f"expected uint8 (N, *{self.image_shape})"
+            )
+            self._images = images
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.as_tensor())
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_float(self.as_tensor()[index])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (the generator's tanh range)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def apply_limit(n: int, limit: int) -> int:
+    """How many of ``n`` images a dataset with ``limit`` (0 = all) uses."""
+    return n if limit == 0 else min(n, limit)
+
+
+def resize_batch(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch.Tensor:
+    """Resize a uint8 batch (N, C, H, W) to (N, C, size, size), antialiased.
+
+    Antialiasing matters when shrinking (e.g. 28 -> 16): plain bilinear would alias.
+    Chunked so a big set never needs a second full-size float copy.
+    """
+    if images.shape[-2:] == (size, size):
+        return images
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        out[start : start + chunk] = TF.resize(images[start : start + chunk], [size, size], antialias=True)
+    return out
+
+
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Gray <-> RGB for a uint8 batch (N, C, H, W): repeat gray, or ITU-R 601 luma."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if have == 3 and channels == 1:
+        return TF.rgb_to_grayscale(images, num_output_channels=1)
+    raise ValueError(f"cannot convert {have} channels to {channels}")

