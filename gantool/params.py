@@ -14,6 +14,8 @@ import re
 import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from gantool.errors import ParamError
+
 
 @dataclasses.dataclass(frozen=True)
 class Range:
@@ -68,7 +70,7 @@ def describe_type(annotation) -> str:
 
 def parameters(factory) -> tuple[list[Param], bool]:
     """The keyword parameters of a class or callable, and whether it takes ``**kwargs``."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
+    target = factory if dataclasses.is_dataclass(factory) else factory.__init__ if inspect.isclass(factory) else factory
     try:
         hints = typing.get_type_hints(target, include_extras=True)
     except Exception:
@@ -92,33 +94,31 @@ def check_value(annotation, value) -> tuple[Any, str | None]:
     return value, problem
 
 
-def validate(factory, table: dict, *, injected=(), where: str = "") -> dict:
+def validate(factory, table: dict, *, injected=()) -> dict:
     """Check a recipe table against ``factory``'s signature; returns coerced kwargs.
 
-    Raises GantoolError naming ``where`` (e.g. "recipe.toml: [generator]") and the key.
+    Raises ParamError naming the key; the caller adds the file and table.
     """
-    from gantool.errors import GantoolError
-
     params, var_kw = parameters(factory)
     by_name = {p.name: p for p in params}
     out = {}
     for key, value in table.items():
         if key in injected:
-            raise GantoolError(f"{where} {key}: set by the engine, remove it from the recipe")
+            raise ParamError(key, "set by the engine from the dataset; remove it from the recipe")
         p = by_name.get(key)
         if p is None:
             if var_kw:
                 out[key] = value
                 continue
             known = [n for n in by_name if n not in injected]
-            raise GantoolError(f"{where} {key}: unknown parameter{suggest(key, known)}")
+            raise ParamError(key, f"unknown parameter{suggest(key, known)}")
         coerced, problem = check_value(p.annotation, value)
         if problem:
-            raise GantoolError(f"{where} {key}: {problem} (expected {describe_type(p.annotation)})")
+            raise ParamError(key, f"{problem} (expected {describe_type(p.annotation)})")
         out[key] = coerced
     missing = [p.name for p in params if p.required and p.name not in out and p.name not in injected]
     if missing:
-        raise GantoolError(f"{where} {missing[0]}: required parameter is missing; add {missing[0]} = ...")
+        raise ParamError(missing[0], f"required parameter is missing; add {missing[0]} = ...")
     return out
 
 

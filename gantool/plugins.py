@@ -1,0 +1,91 @@
+"""Discover plugins through the ``gantool`` entry-point group and let them register components.
+
+Each entry point is loaded and called on its own: one that fails to import, misspells a
+hook, or raises is rolled back, reported once on stderr and listed as failed by
+``gantool plugins`` -- the rest keep working. ``GANTOOL_STRICT_PLUGINS=1`` makes such a
+failure an error; ``GANTOOL_DISABLE_PLUGINS=a,b`` skips plugins by entry-point or
+distribution name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import sys
+
+import pluggy
+
+from gantool import hookspecs
+from gantool.errors import GantoolError
+from gantool.registry import Registry
+
+
+@dataclasses.dataclass
+class PluginStatus:
+    name: str  # distribution
+    version: str
+    entry_point: str
+    status: str  # "ok" | "failed" | "disabled"
+    error: str | None = None
+
+
+class _PluginRegistry:
+    """What a plugin's hook sees: ``add`` stamps the plugin's distribution on each component."""
+
+    def __init__(self, registry: Registry, dist: str, version: str, entry_point: str):
+        self._registry, self._stamp = registry, dict(plugin=dist, version=version, entry_point=entry_point)
+
+    def add(self, kind, name, factory, *, summary="", aliases=()):
+        self._registry.add(kind, name, factory, summary=summary, aliases=aliases, **self._stamp)
+
+
+def load_plugins(registry: Registry) -> list[PluginStatus]:
+    pm = pluggy.PluginManager("gantool")
+    pm.add_hookspecs(hookspecs)
+    disabled = {n.strip() for n in os.environ.get("GANTOOL_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    strict = os.environ.get("GANTOOL_STRICT_PLUGINS", "") not in ("", "0")
+    statuses = []
+    for ep in sorted(importlib.metadata.entry_points(group="gantool"), key=lambda e: (e.dist.name != "gantool", e.dist.name, e.name)):
+        dist, version = ep.dist.name, ep.dist.version
+        status = PluginStatus(dist, version, f"{ep.name} = {ep.value}", "ok")
+        statuses.append(status)
+        if ep.name in disabled or dist in disabled:
+            status.status = "disabled"
+            continue
+        module = None
+        try:
+            module = ep.load()
+            pm.register(module, name=f"{dist}:{ep.name}")
+            pm.check_pending()
+            call = pm.subset_hook_caller("gantool_register_components", [p for p in pm.get_plugins() if p is not module])
+            call(registry=_PluginRegistry(registry, dist, version, status.entry_point))
+        except Exception as e:  # a broken plugin must not take the CLI down
+            registry.remove_entry_point(dist, status.entry_point)
+            if module is not None and pm.is_registered(module):
+                pm.unregister(module)
+            status.status, status.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
+            if strict:
+                raise GantoolError(f"plugin {dist} ({ep.name}) failed: {status.error}") from e
+            print(f"warning: plugin {dist} ({ep.name}) skipped: {status.error}", file=sys.stderr)
+    return statuses
+
+
+_loaded: tuple[Registry, list[PluginStatus]] | None = None
+
+
+def get_registry() -> Registry:
+    return _load()[0]
+
+
+def plugin_statuses() -> list[PluginStatus]:
+    return _load()[1]
+
+
+def _load():
+    global _loaded
+    if _loaded is None:
+        registry = Registry()
+        statuses = load_plugins(registry)
+        _loaded = (registry, statuses)
+    return _loaded

@@ -1,0 +1,276 @@
+"""Recipes: TOML files naming the components and training settings of a run.
+
+Loading resolves ``extends`` (base <- file <- ``--set`` overrides), remembers where every
+key came from, and checks the engine's own sections against the dataclasses below.
+Component tables (``[generator]`` etc.) are checked by the registry against the
+component's signature when the engine builds it. Recipes are data: never executed.
+"""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from gantool.errors import GantoolError, ParamError
+from gantool.params import Range, suggest, validate
+
+COMPONENT_SECTIONS = ("dataset", "generator", "discriminator", "loss")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Args:
+    name: run name; outputs go to runs/<name>/<timestamp>/ (default: the recipe's file name)
+    seed: seeds model init, latents and data order
+    device: auto | cpu | cuda | cuda:N | mps
+    """
+
+    name: str = ""
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Adam settings for one network.
+
+    Args:
+        lr: learning rate (DCGAN: 2e-4)
+        betas: Adam (beta1, beta2) (DCGAN: beta1 = 0.5)
+        weight_decay: L2 penalty
+    """
+
+    lr: Annotated[float, Range(gt=0)] = 2e-4
+    betas: tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]] = (0.5, 0.999)
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Args:
+    batch_size: images per step (global, across all processes)
+    epochs: passes over the dataset
+    max_steps: stop after this many generator steps (0 = no limit)
+    d_steps_per_g: discriminator steps per generator step (WGAN-GP: 5)
+    log_every: steps between metric log lines (device values are read only then)
+    sample_every: steps between sample grids (0 = only at the end)
+    checkpoint_every: steps between checkpoints (0 = only at the end)
+    sample_grid: number of images in the sample grid
+    ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
+    keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
+    amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
+    compile: torch.compile the networks (helps on recent GPUs; off by default)
+    channels_last: channels-last memory format for the convolutions
+    num_workers: DataLoader workers for datasets too large for memory
+    """
+
+    batch_size: Annotated[int, Range(ge=1)] = 128
+    epochs: Annotated[int, Range(ge=0)] = 5
+    max_steps: Annotated[int, Range(ge=0)] = 0
+    d_steps_per_g: Annotated[int, Range(ge=1)] = 1
+    log_every: Annotated[int, Range(ge=1)] = 50
+    sample_every: Annotated[int, Range(ge=0)] = 500
+    checkpoint_every: Annotated[int, Range(ge=0)] = 1000
+    sample_grid: Annotated[int, Range(ge=1)] = 64
+    ema_decay: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    keep_best: str = ""
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    channels_last: bool = False
+    num_workers: Annotated[int, Range(ge=0)] = 2
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Args:
+    metrics: metric names to compute during training and at the end, e.g. ["fid", "coverage"]
+    every: steps between evaluations (0 = only at the end)
+    n_samples: generated images per evaluation
+    """
+
+    metrics: list[str] = dataclasses.field(default_factory=list)
+    every: Annotated[int, Range(ge=0)] = 0
+    n_samples: Annotated[int, Range(ge=1)] = 1000
+
+
+@dataclasses.dataclass
+class LogConfig:
+    """Args:
+    tensorboard: also write TensorBoard scalars and sample grids (needs `tensorboard`)
+    """
+
+    tensorboard: bool = False
+
+
+ENGINE_SECTIONS = {"run": RunConfig, "train": TrainConfig, "eval": EvalConfig, "log": LogConfig}
+OPTIMIZED = ("generator", "discriminator")
+TOP_LEVEL = ("extends", *COMPONENT_SECTIONS, "optimizer", *ENGINE_SECTIONS)
+
+
+@dataclasses.dataclass
+class Recipe:
+    data: dict  # the resolved recipe, without `extends`
+    path: Path
+    origins: dict  # key path tuple -> "file.toml" or "--set"
+
+    run: RunConfig = None
+    train: TrainConfig = None
+    eval: EvalConfig = None
+    log: LogConfig = None
+    optimizer: dict = None  # "generator" / "discriminator" -> OptimizerConfig
+
+    def locate(self, *path: str) -> str:
+        """'recipes/x.toml: [generator] base_channels' -- the origin of a key."""
+        origin = self.origins.get(tuple(path)) or self.origins.get(tuple(path[:-1])) or str(self.path)
+        return f"{origin}: [{'.'.join(path[:-1])}] {path[-1]}"
+
+    def component(self, section: str) -> tuple[str, dict]:
+        """(type name, parameters) of a component table."""
+        table = dict(self.data[section])
+        return table.pop("type"), table
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.data)
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    data, origins = _load_with_extends(path, ())
+    for item in overrides:
+        _apply_override(data, origins, item)
+    return _check(Recipe(data, path, origins))
+
+
+def recipe_from_dict(data: dict, path: str | Path = "<checkpoint>") -> Recipe:
+    """Rebuild a recipe stored in a checkpoint or run directory."""
+    return _check(Recipe(data, Path(path), {}))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.epochs=3' -> (['train', 'epochs'], 3); values are TOML, else strings."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise GantoolError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=3")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return [k.strip() for k in key.strip().split(".")], value
+
+
+def _read_toml(path: Path, referrer: str | None) -> dict:
+    where = f" (extended by {referrer})" if referrer else ""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise GantoolError(f"{path}: recipe file not found{where}") from None
+    except IsADirectoryError:
+        raise GantoolError(f"{path}: is a directory, expected a .toml recipe file{where}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise GantoolError(f"{path}: not a text TOML file (invalid UTF-8 at byte {e.start}){where}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise GantoolError(f"{path}: TOML syntax error: {e}{where}") from None
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise GantoolError(f"{path}: extends cycle: {cycle}; remove one of the `extends` keys")
+    data = _read_toml(path, str(chain[-1]) if chain else None)
+    extends = data.pop("extends", None)
+    if extends is None:
+        base, origins = {}, {}
+    elif not isinstance(extends, str):
+        raise GantoolError(f"{path}: extends: expected a path string relative to this file, got {extends!r}")
+    else:
+        base, origins = _load_with_extends(path.parent / extends, (*chain, resolved))
+    _merge(base, origins, data, str(path), ())
+    return base, origins
+
+
+def _merge(base: dict, origins: dict, override: dict, source: str, prefix: tuple):
+    """Deep-merge tables, replace arrays; a new component `type` replaces its whole table."""
+    for key, value in override.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            if len(path) == 1 and key in COMPONENT_SECTIONS and value.get("type", base[key].get("type")) != base[key].get("type"):
+                base[key] = {}
+            _merge(base[key], origins, value, source, path)
+        else:
+            base[key] = _copy(value)
+            if isinstance(value, dict):
+                _merge(base[key], origins, {}, source, path)
+        origins[path] = source
+        for sub in _leaf_paths(value, path):
+            origins[sub] = source
+
+
+def _leaf_paths(value, path):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield (*path, k)
+            yield from _leaf_paths(v, (*path, k))
+
+
+def _copy(value):
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _apply_override(data: dict, origins: dict, item: str):
+    keys, value = parse_override(item)
+    if keys[0] not in TOP_LEVEL or keys[0] == "extends":
+        raise GantoolError(f"--set {item}: unknown section {keys[0]!r}{suggest(keys[0], TOP_LEVEL[1:])}")
+    _merge(data, origins, _nest(keys, value), f"--set {item}", ())
+
+
+def _nest(keys, value):
+    return {keys[0]: _nest(keys[1:], value)} if len(keys) > 1 else {keys[0]: value}
+
+
+def _check(recipe: Recipe) -> Recipe:
+    data, path = recipe.data, recipe.path
+    for key in data:
+        if key not in TOP_LEVEL:
+            origin = recipe.origins.get((key,), str(path))
+            raise GantoolError(f"{origin}: unknown section [{key}]{suggest(key, TOP_LEVEL[1:])}")
+    for section in COMPONENT_SECTIONS:
+        table = data.get(section)
+        if table is None:
+            raise GantoolError(f"{path}: missing section [{section}]; add it with a `type = \"...\"` key (see `gantool list {section}`)")
+        if not isinstance(table, dict):
+            raise GantoolError(f"{recipe.locate(section)}: expected a table [{section}]")
+        if "type" not in table:
+            raise GantoolError(f"{recipe.origins.get((section,), path)}: [{section}] type: missing; name a {section}, e.g. type = \"...\" (see `gantool list {section}`)")
+        if not isinstance(table["type"], str):
+            raise GantoolError(f"{recipe.locate(section, 'type')}: expected a string name, got {table['type']!r}")
+    for section, cls in ENGINE_SECTIONS.items():
+        setattr(recipe, section, _section(recipe, cls, (section,)))
+    if recipe.run.name == "":
+        recipe.run.name = path.stem
+    optim = data.get("optimizer", {})
+    if not isinstance(optim, dict):
+        raise GantoolError(f"{recipe.locate('optimizer')}: expected a table [optimizer.generator] / [optimizer.discriminator]")
+    for key in optim:
+        if key not in OPTIMIZED:
+            raise GantoolError(f"{recipe.locate('optimizer', key)}: unknown optimizer{suggest(key, OPTIMIZED)}")
+    recipe.optimizer = {net: _section(recipe, OptimizerConfig, ("optimizer", net)) for net in OPTIMIZED}
+    return recipe
+
+
+def _section(recipe: Recipe, cls, path: tuple):
+    table = recipe.data
+    for key in path:
+        table = table.get(key, {})
+    if not isinstance(table, dict):
+        raise GantoolError(f"{recipe.locate(*path)}: expected a table [{'.'.join(path)}]")
+    if cls is EvalConfig:  # [eval.<metric>] tables hold metric parameters
+        table = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    try:
+        return cls(**validate(cls, table))
+    except ParamError as e:
+        raise GantoolError(f"{recipe.locate(*path, e.param)}: {e.message}") from None
