@@ -1,8 +1,11 @@
-"""Built-in plugin (registration only; components live in sibling modules)."""
+"""Built-in plugin: the DCGAN family (registration only; components live in sibling modules)."""
 
 import gantool
 
 
 @gantool.hookimpl
 def gantool_register_components(registry):
-    pass
+    registry.add("generator", "dcgan", "gantool_plugins.dcgan.models:DCGANGenerator",
+                 summary="DCGAN transposed-conv generator (Radford et al. 2015)")
+    registry.add("discriminator", "dcgan", "gantool_plugins.dcgan.models:DCGANDiscriminator",
+                 summary="DCGAN strided-conv discriminator; optional dropout, spectral norm")

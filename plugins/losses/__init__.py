@@ -1,8 +1,21 @@
-"""Built-in plugin (registration only; components live in sibling modules)."""
+"""Built-in plugin: GAN losses (registration only; the losses live in losses.py)."""
 
 import gantool
+
+_LOSSES = "gantool_plugins.losses.losses"
 
 
 @gantool.hookimpl
 def gantool_register_components(registry):
-    pass
+    registry.add("loss", "bce", f"{_LOSSES}:BCELoss",
+                 summary="BCE on logits, non-saturating G loss (DCGAN default); real_label smoothing")
+    registry.add("loss", "ns", f"{_LOSSES}:NonSaturatingLoss",
+                 summary="Non-saturating GAN loss (Goodfellow et al. 2014); same objective as bce")
+    registry.add("loss", "minimax", f"{_LOSSES}:MinimaxLoss",
+                 summary="Original saturating minimax GAN loss (Goodfellow et al. 2014)")
+    registry.add("loss", "hinge", f"{_LOSSES}:HingeLoss",
+                 summary="Hinge loss (Lim & Ye 2017; SN-GAN, BigGAN)")
+    registry.add("loss", "lsgan", f"{_LOSSES}:LSGANLoss",
+                 summary="Least-squares GAN loss (Mao et al. 2017)")
+    registry.add("loss", "wgan_gp", f"{_LOSSES}:WGANGPLoss",
+                 summary="Wasserstein loss with gradient penalty (Gulrajani et al. 2017); use d_steps_per_g = 5")

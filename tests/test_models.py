@@ -1,0 +1,120 @@
+"""Shapes, ranges, errors and initialisation of the built-in generators and discriminators."""
+
+import pytest
+import torch
+from torch import nn
+
+from gantool import ParamError
+from gantool.params import validate
+from gantool_plugins.dcgan.models import SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator
+
+SIZES = sorted(SUPPORTED_SIZES)
+
+
+def _small(cls, shape, **kw):
+    return cls(image_shape=shape, base_channels=4, **kw)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_generator_shapes_and_range(size, channels):
+    torch.manual_seed(0)
+    g = _small(DCGANGenerator, (channels, size, size), latent_dim=8)
+    assert g.latent_dim == 8 and g.image_shape == (channels, size, size)
+    z = g.sample_latent(3)
+    assert z.shape == (3, 8)
+    x = g(z)
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    # The output layer is tanh: values are spread, not collapsed to 0.
+    assert x.std() > 0
+    # Also accepts latents already shaped as 1x1 maps.
+    assert torch.equal(g(z.reshape(3, 8, 1, 1)), x)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_discriminator_shapes(size, channels):
+    d = _small(DCGANDiscriminator, (channels, size, size))
+    scores = d(torch.rand(5, channels, size, size) * 2 - 1)
+    assert scores.shape == (5,)
+    assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 24, 24), (3, 48, 48), (1, 32, 28), (1, 256, 256)])
+@pytest.mark.parametrize("cls", [DCGANGenerator, DCGANDiscriminator])
+def test_unsupported_size_is_a_param_error(cls, shape):
+    with pytest.raises(ParamError) as info:
+        cls(image_shape=shape)
+    assert info.value.param == "image_shape"
+    message = str(info.value)
+    assert "16, 28, 32, 64, 128" in message and "[dataset] image_size" in message
+    assert f"{shape[1]}x{shape[2]}" in message
+
+
+def test_paper_layout_64():
+    """The paper's 64x64 model: 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x64 -> 64x64x3."""
+    g = DCGANGenerator(image_shape=(3, 64, 64))
+    convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
+    assert [c.stride for c in convs] == [(1, 1)] + [(2, 2)] * 4
+    # BN after every layer but the output; no pooling, no linear layers.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 4
+    assert not any(isinstance(m, nn.Linear | nn.MaxPool2d | nn.AvgPool2d) for m in g.modules())
+    assert isinstance(g.net[-1], nn.Tanh)
+
+    d = DCGANDiscriminator(image_shape=(3, 64, 64))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
+    # No BN on the input layer: the first module after the first conv is the activation.
+    assert isinstance(d.net[1], nn.LeakyReLU) and d.net[1].negative_slope == 0.2
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.modules()) == 3
+    assert not any(isinstance(m, nn.Linear | nn.MaxPool2d | nn.AvgPool2d) for m in d.modules())
+
+
+def test_28px_uses_a_7x7_projection():
+    g = DCGANGenerator(image_shape=(1, 28, 28), base_channels=8)
+    first = g.net[0]
+    assert first.kernel_size == (7, 7) and first.stride == (1, 1)
+    d = DCGANDiscriminator(image_shape=(1, 28, 28), base_channels=8)
+    assert d.net[-1].kernel_size == (7, 7)
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    g = DCGANGenerator(image_shape=(3, 64, 64))
+    d = DCGANDiscriminator(image_shape=(3, 64, 64))
+    for model in (g, d):
+        convs = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)])
+        assert abs(convs.mean().item()) < 1e-3
+        assert convs.std().item() == pytest.approx(0.02, rel=0.02)
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        scale = torch.cat([m.weight for m in bns])
+        assert scale.mean().item() == pytest.approx(1.0, abs=0.01)
+        assert scale.std().item() == pytest.approx(0.02, rel=0.2)
+        assert all(torch.count_nonzero(m.bias) == 0 for m in bns)
+        biases = [m.bias for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.bias is not None]
+        assert biases and all(torch.count_nonzero(b) == 0 for b in biases)
+
+
+def test_discriminator_options():
+    shape = (1, 28, 28)
+    d = _small(DCGANDiscriminator, shape, dropout=0.3, spectral_norm=True, norm="none")
+    assert sum(isinstance(m, nn.Dropout) for m in d.modules()) == 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert all(nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
+    assert d(torch.zeros(2, *shape)).shape == (2,)
+    # Layer norm normalises each sample on its own: scores do not depend on the batch.
+    d = _small(DCGANDiscriminator, shape, norm="layer").train()
+    x = torch.randn(4, *shape)
+    assert torch.allclose(d(x)[:1], d(x[:1]), atol=1e-6)
+
+
+def test_parameters_validate_from_a_recipe_table():
+    kw = validate(DCGANGenerator, {"latent_dim": 64, "base_channels": 32}, injected=("image_shape",))
+    assert kw == {"latent_dim": 64, "base_channels": 32}
+    with pytest.raises(Exception, match="base_channels"):
+        validate(DCGANGenerator, {"base_channels": 0}, injected=("image_shape",))
+    with pytest.raises(Exception, match="dropout"):
+        validate(DCGANDiscriminator, {"dropout": 1.5}, injected=("image_shape",))
