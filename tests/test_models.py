@@ -6,7 +6,9 @@ from torch import nn
 
 from gantool import ParamError
 from gantool.params import validate
+from gantool_plugins.dcgan.dense import DenseDCGANDiscriminator, DenseDCGANGenerator
 from gantool_plugins.dcgan.models import SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator
+from gantool_plugins.upsample_conv.models import UpsampleConvGenerator
 
 SIZES = sorted(SUPPORTED_SIZES)
 
@@ -118,3 +120,100 @@ def test_parameters_validate_from_a_recipe_table():
         validate(DCGANGenerator, {"base_channels": 0}, injected=("image_shape",))
     with pytest.raises(Exception, match="dropout"):
         validate(DCGANDiscriminator, {"dropout": 1.5}, injected=("image_shape",))
+
+
+# --- upsample_conv -------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_upsample_conv_shapes_and_range(size, channels):
+    g = _small(UpsampleConvGenerator, (channels, size, size), latent_dim=8)
+    x = g(g.sample_latent(3))
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"upsample_mode": "bilinear"},
+        {"padding_mode": "reflect"},
+        {"kernel_size": 5, "padding_mode": "reflect"},
+        {"kernel_size": 1},
+    ],
+)
+def test_upsample_conv_options(options):
+    g = _small(UpsampleConvGenerator, (1, 28, 28), latent_dim=8, **options)
+    assert g(g.sample_latent(2)).shape == (2, 1, 28, 28)
+    ups = [m for m in g.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 2 and all(u.mode == options.get("upsample_mode", "nearest") for u in ups)
+    convs = [m for m in g.modules() if isinstance(m, nn.Conv2d)]
+    k = options.get("kernel_size", 3)
+    assert all(c.kernel_size == (k, k) and c.stride == (1, 1) for c in convs)
+    assert all(c.padding_mode == options.get("padding_mode", "zeros") for c in convs)
+
+
+def test_upsample_conv_layout_matches_dcgan():
+    """Same widths as dcgan; the only transposed conv is the 1x1 -> 4x4 projection."""
+    g = UpsampleConvGenerator(image_shape=(3, 64, 64))
+    transposed = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(transposed) == 1 and transposed[0].stride == (1, 1)
+    convs = [m for m in g.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(512, 256), (256, 128), (128, 64), (64, 3)]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 4
+    assert isinstance(g.net[-1], nn.Tanh)
+
+
+def test_upsample_conv_rejects_bad_options():
+    with pytest.raises(ParamError) as info:
+        UpsampleConvGenerator(image_shape=(1, 28, 28), kernel_size=4)
+    assert info.value.param == "kernel_size" and "odd" in str(info.value)
+    with pytest.raises(ParamError, match="16, 28, 32, 64, 128"):
+        UpsampleConvGenerator(image_shape=(1, 20, 20))
+    with pytest.raises(Exception, match="upsample_mode"):
+        validate(UpsampleConvGenerator, {"upsample_mode": "bicubic"}, injected=("image_shape",))
+
+
+# --- dcgan_dense (the TensorFlow tutorial) --------------------------------------------
+
+
+def test_dcgan_dense_is_the_tensorflow_tutorial_at_28px():
+    g = DenseDCGANGenerator(image_shape=(1, 28, 28))
+    linear = g.project[0]
+    assert (linear.in_features, linear.out_features) == (100, 7 * 7 * 256) and linear.bias is None
+    convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (256, 128, (5, 5), (1, 1)),
+        (128, 64, (5, 5), (2, 2)),
+        (64, 1, (5, 5), (2, 2)),
+    ]
+    assert isinstance(g.net[-1], nn.Tanh)
+    assert all(m.negative_slope == 0.3 for m in g.modules() if isinstance(m, nn.LeakyReLU))
+
+    d = DenseDCGANDiscriminator(image_shape=(1, 28, 28))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 64, (5, 5), (2, 2)),
+        (64, 128, (5, 5), (2, 2)),
+    ]
+    assert [m.p for m in d.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    assert d.net[-1].in_features == 7 * 7 * 128 and d.net[-1].out_features == 1
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_dense_shapes(size, channels):
+    g = _small(DenseDCGANGenerator, (channels, size, size), latent_dim=8)
+    x = g(g.sample_latent(3))
+    assert x.shape == (3, channels, size, size) and x.min() >= -1 and x.max() <= 1
+    # The dense projection stays small: the start map is at most 8x8.
+    assert g.start[1] <= 8
+    d = _small(DenseDCGANDiscriminator, (channels, size, size))
+    assert d(x).shape == (3,)
+
+
+def test_dcgan_dense_rejects_unsupported_size():
+    for cls in (DenseDCGANGenerator, DenseDCGANDiscriminator):
+        with pytest.raises(ParamError, match="image_size"):
+            cls(image_shape=(1, 30, 30))
