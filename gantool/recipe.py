@@ -7,6 +7,7 @@ component's signature when the engine builds it. Recipes are data: never execute
 """
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -188,7 +189,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]
     elif not isinstance(extends, str):
         raise GantoolError(f"{path}: extends: expected a path string relative to this file, got {extends!r}")
     else:
-        base, origins = _load_with_extends(path.parent / extends, (*chain, resolved))
+        base, origins = _load_with_extends(Path(os.path.normpath(path.parent / extends)), (*chain, resolved))
     _merge(base, origins, data, str(path), ())
     return base, origins
 

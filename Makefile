@@ -1,0 +1,27 @@
+# `make test` and `make demo` create .venv on first use and install everything they need.
+VENV ?= .venv
+PYTHON ?= python3
+# Exact pins for this project's build machines (local wheels); pyproject keeps ranges.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+
+.PHONY: test demo install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]' $(TORCH_PINS)
+	touch $@
+
+test: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/gantool run recipes/dcgan_mnist5k.toml --out runs/demo
+	@echo "sample grid: runs/demo/samples/final.png"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,42 @@
+"""Synthetic images of filled squares and discs: a dataset that needs no download."""
+
+from typing import Annotated
+
+import torch
+
+import gantool
+
+
+class Shapes(gantool.Dataset):
+    """Random white squares and discs on black, in memory.
+
+    Args:
+        size: number of images
+        image_size: height and width in pixels
+        seed: the images depend only on this seed
+    """
+
+    def __init__(self, *, size: Annotated[int, gantool.Range(ge=1)] = 1024,
+                 image_size: Annotated[int, gantool.Range(ge=8)] = 16, seed: int = 0):
+        if image_size % 4:
+            raise gantool.ParamError("image_size", f"{image_size} is not a multiple of 4; use e.g. 16 or 32")
+        g = torch.Generator().manual_seed(seed)
+        ys, xs = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+        centre = torch.randint(image_size // 4, 3 * image_size // 4, (size, 2), generator=g)
+        radius = torch.randint(2, image_size // 4 + 1, (size,), generator=g)
+        dy, dx = ys - centre[:, 0, None, None], xs - centre[:, 1, None, None]
+        r = radius[:, None, None]
+        disc = dy**2 + dx**2 <= r**2
+        square = (dy.abs() <= r) & (dx.abs() <= r)
+        is_disc = (torch.rand(size, generator=g) < 0.5)[:, None, None]
+        self.images = (torch.where(is_disc, disc, square).to(torch.uint8) * 255).unsqueeze(1)
+        self.image_shape = (1, image_size, image_size)
+
+    def as_tensor(self):
+        return self.images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].float() / 127.5 - 1

@@ -1,0 +1,74 @@
+"""Shared test helpers: tiny recipes, fake plugin distributions, running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_RECIPE = """
+[run]
+name = "tiny"
+seed = 0
+device = "cpu"
+
+[dataset]
+type = "mnist5k"
+image_size = 16
+limit = 256
+
+[generator]
+type = "dcgan"
+latent_dim = 16
+base_channels = 8
+
+[discriminator]
+type = "dcgan"
+base_channels = 8
+
+[loss]
+type = "bce"
+
+[train]
+batch_size = 64
+epochs = 2
+log_every = 2
+sample_every = 3
+checkpoint_every = 5
+sample_grid = 16
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+def run_cli(*args, env=None, cwd=None, check=None) -> subprocess.CompletedProcess:
+    """Run ``gantool`` in a fresh process, as a user would."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "gantool", *map(str, args)], capture_output=True, text=True, env=full_env, cwd=cwd)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def make_distribution(root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
+    """Write an installed-looking distribution (modules + .dist-info) under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[gantool]\n{lines}")
+    return root
