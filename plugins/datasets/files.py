@@ -158,7 +158,11 @@ def memory_budget() -> int:
 
 
 def decode_threads() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    """One decoding thread per usable core (at most 8); ``GANTOOL_DECODE_THREADS`` overrides."""
+    if os.environ.get("GANTOOL_DECODE_THREADS", "").isdigit():
+        return max(1, int(os.environ["GANTOOL_DECODE_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def warn(message: str):
