@@ -1,0 +1,131 @@
+"""Training runs end to end: outputs, exact resume, safetensors-only checkpoints."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_cli
+from gantool.checkpoint import load_checkpoint
+from gantool.engine import BatchStream, Trainer, generator_from_checkpoint, resolve_device
+from gantool.errors import GantoolError
+from gantool.plugins import get_registry
+from gantool.recipe import load_recipe
+
+
+def train(recipe_path, out, *overrides, resume=False):
+    trainer = Trainer(load_recipe(recipe_path, list(overrides)), get_registry(), out, resume=resume)
+    return trainer, trainer.fit()
+
+
+def test_short_run_writes_every_output(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    trainer, summary = train(tiny_recipe, out)
+    assert summary["steps"] == 8 == trainer.total_steps  # 256 images / 64 per batch * 2 epochs
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert {"loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "epoch"} <= set(records[0])
+    assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in records)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["final.png", "step_0000003.png", "step_0000006.png", "step_0000008.png"]
+    from PIL import Image
+
+    assert Image.open(out / "samples" / "final.png").size == (4 * 16 + 5 * 2, 4 * 16 + 5 * 2)  # 4x4 grid, padding 2
+    assert (out / "recipe.toml").read_text().startswith("[run]")
+    assert json.loads((out / "summary.json").read_text())["steps"] == 8
+    assert not list(out.glob("checkpoints/*.tmp"))
+    tensors, meta = load_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert meta["step"] == 8 and meta["components"]["generator"]["qualified_name"] == "gantool:dcgan"
+    assert meta["recipe"]["generator"]["latent_dim"] == 16 and meta["gantool_version"]
+    assert any(k.startswith("optimizer.generator.") for k in tensors) and "rng.torch" in tensors
+
+
+def test_training_changes_weights_and_losses_respond(tiny_recipe, tmp_path):
+    trainer, _ = train(tiny_recipe, tmp_path / "run", "train.epochs=1")
+    torch.manual_seed(0)
+    fresh = get_registry().build("generator", "dcgan", {"latent_dim": 16, "base_channels": 8}, image_shape=(1, 16, 16))
+    moved = [not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trainer.G.cpu().state_dict().values())]
+    assert sum(moved) > len(moved) // 2
+
+
+def test_resume_after_epoch_one_is_bit_identical(tiny_recipe, tmp_path):
+    train(tiny_recipe, tmp_path / "straight", "train.epochs=2")
+    train(tiny_recipe, tmp_path / "split", "train.epochs=1")
+    _, summary = train(tiny_recipe, tmp_path / "split", "train.epochs=2", resume=True)
+    assert summary["steps"] == 8
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "last.safetensors")
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+
+
+def test_resume_with_ema_and_dropout_is_bit_identical(tiny_recipe, tmp_path):
+    extra = ("train.ema_decay=0.9", "discriminator.dropout=0.3", "train.epochs=2")
+    train(tiny_recipe, tmp_path / "straight", *extra)
+    train(tiny_recipe, tmp_path / "split", *extra, "train.max_steps=3")
+    train(tiny_recipe, tmp_path / "split", *extra, resume=True)
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "last.safetensors")
+    assert any(k.startswith("ema_generator.") for k in a)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_checkpoint_is_pure_safetensors_and_rebuilds_generator(tiny_recipe, tmp_path):
+    train(tiny_recipe, tmp_path / "run", "train.epochs=1")
+    path = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    blob = path.read_bytes()
+    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    assert set(header["__metadata__"]) == {"gantool"}
+    assert b"\x80\x04\x95" not in blob[: 8 + int.from_bytes(blob[:8], "little")]  # no pickle protocol-4 header
+    (tmp_path / "run" / "recipe.toml").unlink()
+    G, meta = generator_from_checkpoint(path, get_registry())
+    images = G(G.sample_latent(3))
+    assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(GantoolError, match="not a gantool safetensors checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_batch_order_depends_only_on_seed_and_index():
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 1, 2, 2).contiguous()
+
+    class Data:
+        hflip = False
+
+        def as_tensor(self):
+            return images
+
+    a = BatchStream(Data(), 10, seed=3, device=torch.device("cpu"))
+    first = [x[:, 0, 0, 0] for _, x in zip(range(20), a.iterate(0))]
+    epoch0 = torch.cat(first[:10])
+    assert sorted(((epoch0 + 1) * 127.5).round().long().tolist()) == list(range(100))  # each image once per epoch
+    later = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu")).iterate(13))
+    assert torch.equal(later[:, 0, 0, 0], first[13])
+    # two ranks of a data-parallel run split the same global batch
+    r0 = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=0, world_size=2).iterate(13))
+    r1 = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=1, world_size=2).iterate(13))
+    assert torch.equal(torch.cat([r0, r1])[:, 0, 0, 0], first[13])
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(GantoolError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_cli_run_and_resume(tiny_recipe, tmp_path):
+    out = tmp_path / "cli"
+    proc = run_cli("run", tiny_recipe, "--set", "train.epochs=1", "--out", out, check=0)
+    assert "done: 4 steps" in proc.stdout
+    assert "step 4/4" in proc.stderr  # plain progress lines when not a terminal
+    proc = run_cli("run", tiny_recipe, "--out", out, "--resume", check=0)
+    assert "done: 8 steps" in proc.stdout
+    missing = run_cli("run", tiny_recipe, "--out", tmp_path / "nothing", "--resume", check=2)
+    assert "last.safetensors not found" in missing.stderr
