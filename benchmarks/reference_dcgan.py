@@ -138,7 +138,10 @@ def build(opt):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataroot", required=True, help="ImageFolder root (class sub-folders)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataroot", help="ImageFolder root (class sub-folders)")
+    src.add_argument("--fake", type=int, metavar="N",
+                     help="torchvision FakeData of N random PIL images instead of a folder")
     p.add_argument("--steps", type=int, default=50, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=5, help="steps not timed")
     p.add_argument("--batch-size", type=int, default=64)
@@ -161,16 +164,19 @@ def main(argv=None):
     netG.to(device)
     netD.to(device)
     norm = (0.5,) * nc
-    dataset = dset.ImageFolder(
-        root=opt.dataroot,
-        transform=transforms.Compose([
-            transforms.Resize(opt.image_size),
-            transforms.CenterCrop(opt.image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(norm, norm),
-        ]),
-        **({"loader": gray_loader} if nc == 1 else {}),
-    )
+    transform = transforms.Compose([
+        transforms.Resize(opt.image_size),
+        transforms.CenterCrop(opt.image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(norm, norm),
+    ])
+    if opt.fake:
+        # pytorch/examples' `--dataset fake`: FakeData makes a random PIL image per sample.
+        dataset = dset.FakeData(size=opt.fake, image_size=(nc, opt.image_size, opt.image_size),
+                                transform=transform)
+    else:
+        dataset = dset.ImageFolder(root=opt.dataroot, transform=transform,
+                                   **({"loader": gray_loader} if nc == 1 else {}))
     dataloader = torch.utils.data.DataLoader(dataset, batch_size=opt.batch_size,
                                              shuffle=True, num_workers=opt.workers)
 

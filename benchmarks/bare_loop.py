@@ -1,0 +1,87 @@
+"""The shortest loop that trains a gantool recipe: gantool's components and data path,
+none of the engine's bookkeeping. ``train_speed.py`` compares ``gantool run`` with it
+to measure the engine's own overhead.
+
+It builds the recipe's dataset, networks and loss with gantool's registry, draws
+batches from the engine's ``BatchStream`` (the in-memory path), and runs the same
+update as ``Trainer.train_step`` with ``d_steps_per_g = 1``: fake generated once,
+``zero_grad(set_to_none=True)``, D frozen during the G step, Adam with the engine's
+settings. No statistics, logging, progress, EMA, autocast, samples or checkpoints.
+
+    python benchmarks/bare_loop.py RECIPE --steps 40 --warmup 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from gantool.engine import BatchStream, build_components, resolve_device
+from gantool.plugins import get_registry
+from gantool.recipe import load_recipe
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("recipe")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    a = p.parse_args(argv)
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    device = resolve_device(recipe.run.device)
+    torch.manual_seed(recipe.run.seed)
+    c = build_components(recipe, get_registry())
+    G, D, loss = c.generator.to(device), c.discriminator.to(device), c.loss
+    cl = recipe.train.channels_last
+    if cl:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    og, od = recipe.optimizer["generator"], recipe.optimizer["discriminator"]
+    fused = True if device.type == "cuda" else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=og.lr, betas=og.betas, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=od.lr, betas=od.betas, fused=fused)
+    data = BatchStream(c.dataset, recipe.train.batch_size, recipe.run.seed, device,
+                       num_workers=recipe.train.num_workers)
+    batches = data.iterate(0)
+    noise = torch.Generator(device=device).manual_seed(1)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    G.train(), D.train()
+    t0 = time.perf_counter()
+    for step in range(a.warmup + a.steps):
+        if step == a.warmup:
+            sync()
+            t0 = time.perf_counter()
+        real = next(batches)
+        if cl:
+            real = real.contiguous(memory_format=torch.channels_last)
+        fake = G(G.sample_latent(len(real), device=device, generator=noise))
+        loss_d = loss.discriminator_loss(D(real), D(fake.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        loss_g = loss.generator_loss(D(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+    last = float(loss_g)  # waits for the device
+    wall = time.perf_counter() - t0
+    print(json.dumps({
+        "impl": "bare", "images_per_s": a.steps * data.global_batch / wall, "wall_s": wall,
+        "steps": a.steps, "loss_g": last, "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()
