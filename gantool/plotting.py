@@ -1,0 +1,93 @@
+"""Training curves: ``gantool plot RUN_DIR`` renders metrics.jsonl to one PNG.
+
+Panels: the two losses; D(x) and D(G(z)) (the discriminator's mean probability on real
+and generated batches); then one panel per evaluation key (fid, coverage_classes, ...)
+over steps. Needs matplotlib (``pip install 'gantool[plot]'``); drawn with the
+object-oriented API (``matplotlib.figure.Figure``), so no GUI backend or pyplot state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from gantool.errors import GantoolError
+
+TRAINING_KEYS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "time_s")
+
+
+def read_metrics(path: Path) -> tuple[list[dict], dict[str, list[tuple[int, float]]], int]:
+    """(training records by step, {eval key: [(step, value)]}, number of unreadable lines).
+
+    A resumed run may log a step twice (it restarts from its last checkpoint); the later
+    line wins. A line cut short by a crash is skipped and counted.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise GantoolError(f"{path}: not found; is {path.parent} a gantool run directory (gantool run ... --out DIR)?") from None
+    training: dict[int, dict] = {}
+    evals: dict[str, dict[int, float]] = {}
+    bad = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        if "loss_d" in record:
+            training[step] = record
+        for key, value in record.items():
+            if key not in TRAINING_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                evals.setdefault(key, {})[step] = float(value)
+    ordered = [training[s] for s in sorted(training)]
+    return ordered, {k: sorted(v.items()) for k, v in evals.items()}, bad
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str], int]:
+    """Write the curves of ``run_dir``; returns (png path, panel titles, unreadable lines)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise GantoolError("gantool plot needs matplotlib, which is not installed; pip install 'gantool[plot]'") from None
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise GantoolError(f"{run_dir}: gantool plot takes a run directory (the folder holding metrics.jsonl)")
+    training, evals, bad = read_metrics(run_dir / "metrics.jsonl")
+    if not training and not evals:
+        raise GantoolError(f"{run_dir / 'metrics.jsonl'}: no records to plot yet")
+
+    panels = []
+    if training:
+        steps = [r["step"] for r in training]
+        panels.append(("losses", [("loss_D", steps, [r["loss_d"] for r in training]), ("loss_G", steps, [r["loss_g"] for r in training])]))
+        panels.append(("discriminator outputs", [("D(x)", steps, [r["d_real"] for r in training]), ("D(G(z))", steps, [r["d_fake"] for r in training])]))
+    for key, points in evals.items():
+        panels.append((key, [(key, [s for s, _ in points], [v for _, v in points])]))
+
+    cols = 1 if len(panels) == 1 else 2
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(6 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (title, series) in zip(axes, panels):
+        for label, xs, ys in series:
+            ax.plot(xs, ys, label=label, marker="o" if len(xs) <= 30 else None, markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend()
+        if title == "discriminator outputs":
+            ax.set_ylim(-0.02, 1.02)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(run_dir.name)
+    out = Path(out) if out else run_dir / "metrics.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out, [title for title, _ in panels], bad

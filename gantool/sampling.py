@@ -1,0 +1,146 @@
+"""Images out of a checkpoint: sample grids, individual PNGs and latent-space walks.
+
+Everything here needs only the checkpoint file: the generator is rebuilt from the
+metadata the engine stores in it (``engine.generator_from_checkpoint``), so a run folder
+whose recipe was deleted or moved still samples. Latents are drawn on the CPU from a
+seeded ``torch.Generator``, so ``--seed S`` gives the same images on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from gantool.errors import GantoolError
+
+BATCH = 256  # images per forward pass
+
+
+def resolve_checkpoint(target: Path, *, best: bool = False) -> tuple[Path, Path | None]:
+    """(checkpoint file, run directory or None) for ``RUN_OR_CHECKPOINT``.
+
+    A run directory means its ``checkpoints/last.safetensors`` (``best.safetensors`` with
+    ``best``); a file is used as is, and belongs to a run when it sits in ``RUN/checkpoints/``.
+    """
+    target = Path(target)
+    if target.is_dir():
+        which = "best" if best else "last"
+        path = target / "checkpoints" / f"{which}.safetensors"
+        if not path.is_file():
+            if best:
+                raise GantoolError(f"{path}: not found; best.safetensors is written only when the recipe sets train.keep_best (drop --best to use last.safetensors)")
+            raise GantoolError(f"{path}: not found; is {target} a gantool run directory? (pass a run directory or a .safetensors checkpoint)")
+        return path, target
+    if not target.exists():
+        raise GantoolError(f"{target}: no such run directory or checkpoint file")
+    if best:
+        raise GantoolError(f"--best picks checkpoints/best.safetensors of a run directory; {target} is a file, pass the run directory instead")
+    run_dir = target.parent.parent if target.parent.name == "checkpoints" else None
+    return target, run_dir
+
+
+def has_ema(path: Path) -> bool:
+    """Whether a checkpoint holds an EMA generator (reads only the safetensors header)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith("ema_generator.") for k in f.keys())
+
+
+def load_generator(path: Path, registry, device: torch.device, *, ema: bool | None = None):
+    """(generator in eval mode, checkpoint metadata, "ema_generator" | "generator").
+
+    ``ema=None`` uses the EMA generator when the checkpoint has one; ``True`` requires it.
+    """
+    from gantool.engine import generator_from_checkpoint
+
+    available = has_ema(path)
+    if ema and not available:
+        raise GantoolError(f"{path}: --ema asked for the EMA generator but this checkpoint has none (train with train.ema_decay, e.g. 0.999); use --no-ema")
+    use_ema = available if ema is None else ema
+    generator, meta = generator_from_checkpoint(path, registry, device, ema=use_ema)
+    return generator, meta, "ema_generator" if use_ema else "generator"
+
+
+def seeded_latents(generator, n: int, seed: int) -> torch.Tensor:
+    """``n`` latents from the generator's own ``sample_latent``, drawn on the CPU from ``seed``."""
+    z = generator.sample_latent(n, device="cpu", generator=torch.Generator().manual_seed(seed))
+    if not torch.is_tensor(z):
+        raise GantoolError(f"{type(generator).__name__}.sample_latent returned {type(z).__name__}; gantool sample needs a tensor latent")
+    return z
+
+
+@torch.no_grad()
+def generate(generator, z: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images in [-1, 1] (float32, CPU) for latents ``z``, in batches of ``BATCH``."""
+    parts = [generator(chunk.to(device, non_blocking=True)).float().cpu() for chunk in z.split(BATCH)]
+    return torch.cat(parts)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents, over each latent flattened to a vector.
+
+    ``z0``, ``z1``: (R, ...) endpoint pairs of any latent shape; ``t``: (T,) in [0, 1].
+    Returns (R, T, ...). Follows White (2016), "Sampling Generative Networks": with
+    omega the angle between z0 and z1, ``z(t) = sin((1-t) omega)/sin(omega) z0 +
+    sin(t omega)/sin(omega) z1``: the path follows the great circle, so when |z0| = |z1|
+    every point keeps that norm, where a straight line would pass through the
+    low-density centre of a Gaussian. Computed in float64; z(0) = z0 and z(1) = z1
+    exactly. (Almost) parallel endpoints fall back to linear interpolation.
+    """
+    if z0.shape != z1.shape:
+        raise ValueError(f"slerp endpoints differ in shape: {tuple(z0.shape)} vs {tuple(z1.shape)}")
+    shape, rows = z0.shape[1:], z0.shape[0]
+    a, b = z0.reshape(rows, -1).double(), z1.reshape(rows, -1).double()
+    t = t.double().view(1, -1, 1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
+    omega = cos.clamp(-1.0, 1.0).acos().view(-1, 1, 1)
+    sin = omega.sin()
+    spherical = sin.abs() > 1e-6
+    safe = torch.where(spherical, sin, torch.ones_like(sin))
+    w0 = torch.where(spherical, ((1.0 - t) * omega).sin() / safe, 1.0 - t)
+    w1 = torch.where(spherical, (t * omega).sin() / safe, t)
+    out = w0 * a.unsqueeze(1) + w1 * b.unsqueeze(1)  # (R, T, D)
+    return out.to(z0.dtype).reshape(rows, t.shape[1], *shape)
+
+
+def interpolation_latents(generator, rows: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(latents (rows*steps, ...), start latents (rows, ...), end latents (rows, ...)).
+
+    Row ``r`` walks from ``start[r]`` to ``end[r]`` in ``steps`` points, both ends included.
+    """
+    if steps < 2:
+        raise GantoolError(f"--steps {steps}: an interpolation needs at least 2 steps (its two ends)")
+    z = seeded_latents(generator, 2 * rows, seed)
+    start, end = z[:rows], z[rows:]
+    t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    t[0], t[-1] = 0.0, 1.0
+    walk = slerp(start, end, t)
+    return walk.reshape(rows * steps, *z.shape[1:]), start, end
+
+
+def default_output(run_dir: Path | None, name: str) -> Path:
+    return (run_dir / "samples" / name) if run_dir is not None else Path(name)
+
+
+def save_grid(images: torch.Tensor, path: Path, *, nrow: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def save_individual(images: torch.Tensor, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(len(images) - 1)))
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"sample_{i:0{digits}d}.png"
+        save_image(image, path, normalize=True, value_range=(-1, 1))
+        paths.append(path)
+    return paths
+
+
+def grid_columns(n: int) -> int:
+    return max(1, math.ceil(math.sqrt(n)))
