@@ -437,6 +437,11 @@ def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
     with pytest.raises(GantoolError):
         MNIST(root=str(tmp_path / "data"))
     assert not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()  # an existing root stays, only the new MNIST/raw goes
+    (tmp_path / "data" / "mine.txt").write_text("keep")
+    with pytest.raises(GantoolError):
+        MNIST(root=str(tmp_path / "data"))
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mine.txt"]
 
 
 # --- gantool data preview ------------------------------------------------------------------

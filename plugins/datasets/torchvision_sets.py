@@ -55,13 +55,13 @@ class _TorchvisionImages(InMemoryImages):
             if not self.download:
                 raise GantoolError(self._missing("the files are missing and download = false"))
             print(f"{self.name}: downloading {self.tv_class} into {self.root} ...", file=sys.stderr, flush=True)
-            existed = self.root.exists()
+            new = next((p for p in (self.root, self.folder) if not p.exists()), None)
             try:
                 with _quiet_download():
                     cls(str(self.root), train=self.train, download=True)
             except Exception as exc:  # noqa: BLE001 -- URLError, RuntimeError, OSError, timeouts
-                if not existed:
-                    _remove_empty_folders(self.root)  # leave no empty data/MNIST/raw behind
+                if new is not None:
+                    _remove_empty_folders(new)  # leave no empty data/MNIST/raw behind
                 raise GantoolError(self._missing(f"downloading them failed ({_last_line(exc)})")) from None
         try:
             return cls(str(self.root), train=self.train, download=False)
@@ -70,6 +70,11 @@ class _TorchvisionImages(InMemoryImages):
 
     def _missing(self, what: str) -> str:
         return f"no usable {self.tv_class} data under {str(self.root)!r}: {what}. {self.layout()}"
+
+    @property
+    def folder(self) -> Path:
+        """The dataset's own folder under root, in torchvision's layout."""
+        raise NotImplementedError
 
     def _present(self) -> bool:
         raise NotImplementedError
@@ -85,8 +90,12 @@ class _MNISTFamily(_TorchvisionImages):
     FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
     @property
+    def folder(self) -> Path:
+        return self.root / self.tv_class
+
+    @property
     def raw(self) -> Path:
-        return self.root / self.tv_class / "raw"
+        return self.folder / "raw"
 
     def _present(self) -> bool:
         return all((self.raw / f).is_file() for f in self.FILES)
