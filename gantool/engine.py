@@ -271,6 +271,9 @@ class Trainer:
         self.total_steps = per_epoch * train.epochs if train.max_steps == 0 else min(train.max_steps, per_epoch * train.epochs)
         self.step, self.batches_seen, self.best, self.last_eval = 0, 0, None, {}
         self.metrics = [(name, registry.build("metric", name, recipe.data.get("eval", {}).get(name, {}), locate=lambda k, n=name: recipe.locate("eval", n, k))) for name in recipe.eval.metrics]
+        if train.keep_best and not self.metrics:
+            raise GantoolError(f"{recipe.locate('train', 'keep_best')}: no [eval] metrics to produce {train.keep_best!r}; add them, e.g. [eval] metrics = [\"fid\"]")
+        self._evaluated_step, self._display = None, None  # no second evaluation of the final step; progress display
         if resume:
             self._resume(self.out / "checkpoints" / "last.safetensors")
 
@@ -335,6 +338,7 @@ class Trainer:
         stop = _StopFlag()
         self.G.train(), self.D.train()
         with stop, self._progress() as progress:
+            self._display = progress
             while self.step < self.total_steps and not stop.requested:
                 stats += self.train_step(batches)
                 count += 1
@@ -358,19 +362,22 @@ class Trainer:
         wall = time.perf_counter() - t_start
         if stop.requested:
             self.save("last")
+            self._close_tensorboard()
             raise RunFailed(f"interrupted at step {self.step}; resume with --resume --out {self.out}")
         self.save_samples()
-        if self.metrics:
+        if self.metrics and self._evaluated_step != self.step:
             self.evaluate()
         self.save("last")
         summary = {
             "name": self.recipe.run.name, "steps": self.step, "epochs": self.epoch, "images_seen": self.batches_seen * self.data.global_batch,
             "wall_time_s": wall, "images_per_s": (self.batches_seen - images_start) * self.data.global_batch / max(wall, 1e-9),
             "device": str(self.device), "components": self.components, "metrics": self.last_eval, "best": self.best,
+            "eval_protocol": {name: getattr(m, "protocol", None) for name, m in self.metrics},
             "samples": str(self.out / "samples" / "final.png"), "checkpoint": str(self.out / "checkpoints" / "last.safetensors"),
         }
         if self.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self._close_tensorboard()
         return summary
 
     @property
@@ -412,8 +419,10 @@ class Trainer:
         with self._eval_mode() as G:
             for name, metric in self.metrics:
                 results.update({k: float(v) for k, v in metric.compute(G, self.dataset, n=self.recipe.eval.n_samples, device=self.device).items()})
-        self.last_eval = results
+        self.last_eval, self._evaluated_step = results, self.step
         self._log({"step": self.step, "epoch": self.epoch, **results})
+        if self._display is not None and self.is_main:
+            self._display.evaluation(self.step, results)
         key = self.recipe.train.keep_best
         if key:
             if key not in results:
@@ -438,6 +447,11 @@ class Trainer:
             self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
 
     tensorboard = None
+
+    def _close_tensorboard(self):
+        if self.tensorboard is not None:
+            self.tensorboard.close()  # flushes the event file
+            self.tensorboard = None
 
     def _log(self, record: dict):
         if not self.is_main:

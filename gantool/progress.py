@@ -42,6 +42,12 @@ class TrainingProgress:
             left = (self.total - record["step"]) * (time.perf_counter() - self._t0) / max(record["step"] - self.done, 1)
             self.console.print(f"step {record['step']}/{self.total}  {format_record(record)}  ETA {left:.0f}s", highlight=False, soft_wrap=True)
 
+    def evaluation(self, step: int, results: dict):
+        """One line with the metric values of an evaluation (above the bar on a terminal)."""
+        if self.enabled and results:
+            values = "  ".join(f"{k} {v:.4g}" for k, v in results.items())
+            self.console.print(f"step {step}/{self.total}  eval  {values}", highlight=False, soft_wrap=True)
+
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
