@@ -29,7 +29,7 @@ from gantool_plugins.datasets.base import InMemoryImages, apply_limit, to_float
 from gantool_plugins.datasets.decode import Preprocess, load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 1  # bump when decode.py changes the pixels it produces: old caches then miss
 
 
 class ImageFiles(InMemoryImages):
@@ -134,8 +134,12 @@ class ImageFiles(InMemoryImages):
         header = {"format": CACHE_FORMAT, "dataset": self.name, "root": str(self.root.resolve()), **self.pre.cache_params()}
         h.update(json.dumps(header, sort_keys=True).encode())
         for path in self.files:
-            st = path.stat()
-            h.update(f"\n{path.relative_to(self.root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+            try:
+                st = path.stat()
+                stamp = f"{st.st_size}\t{st.st_mtime_ns}"
+            except OSError:  # vanished since the scan: decoding will report it
+                stamp = "missing"
+            h.update(f"\n{path.relative_to(self.root).as_posix()}\t{stamp}".encode())
         return f"{self.name}-{self.pre.size}px-{len(self.files)}-{h.hexdigest()[:20]}"
 
 
