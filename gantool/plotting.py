@@ -48,6 +48,17 @@ def read_metrics(path: Path) -> tuple[list[dict], dict[str, list[tuple[int, floa
     return ordered, {k: sorted(v.items()) for k, v in evals.items()}, bad
 
 
+def best_record(run_dir: Path) -> dict | None:
+    """``{"key", "value", "step"}`` of checkpoints/best.safetensors, read from its header only."""
+    path = run_dir / "checkpoints" / "best.safetensors"
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return json.loads(header["__metadata__"]["gantool"]).get("best")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def plot_run(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str], int]:
     """Write the curves of ``run_dir``; returns (png path, panel titles, unreadable lines)."""
     try:
@@ -70,6 +81,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str], i
     for key, points in evals.items():
         panels.append((key, [(key, [s for s, _ in points], [v for _, v in points])]))
 
+    best = best_record(run_dir)
     cols = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(6 * cols, 3.2 * rows), layout="constrained")
@@ -84,6 +96,9 @@ def plot_run(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str], i
             ax.legend()
         if title == "discriminator outputs":
             ax.set_ylim(-0.02, 1.02)
+        if best and title == best.get("key"):
+            ax.plot([best["step"]], [best["value"]], marker="*", markersize=14, color="tab:red", linestyle="none", label="best.safetensors")
+            ax.legend()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(run_dir.name)

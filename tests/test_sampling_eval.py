@@ -356,7 +356,7 @@ def test_keep_best_follows_the_metric_goal_and_saves_that_steps_weights(tiny_rec
 # ----------------------------------------------------------------------------- plot
 
 
-def test_plot_writes_a_png_with_a_panel_per_metric(run_copy, tmp_path):
+def test_plot_writes_a_png_with_a_panel_per_metric(run, run_copy, tmp_path):
     result = gantool("plot", run_copy)
     out = run_copy / "metrics.png"
     assert Image.open(out).size[0] > 400
@@ -367,8 +367,9 @@ def test_plot_writes_a_png_with_a_panel_per_metric(run_copy, tmp_path):
         f.write('{"step": 9, "loss_d"')
     _, panels, bad = plot_run(run_copy, tmp_path / "again.png")
     assert bad == 1 and len(panels) == 5 and (tmp_path / "again.png").exists()
-    from gantool.plotting import read_metrics
+    from gantool.plotting import best_record, read_metrics
 
+    assert best_record(run_copy) == run.summary["best"]  # starred on its panel
     training, evals, _ = read_metrics(run_copy / "metrics.jsonl")
     assert [r["step"] for r in training] == [2, 4, 6, 8] and training[-1]["loss_d"] == 9.0
     assert [s for s, _ in evals["checkerboard_diff_db"]] == [2, 4, 6, 8]
