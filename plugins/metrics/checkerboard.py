@@ -17,9 +17,12 @@ even:
    H and W are divisible by 4, the period-4 bins (H/4, 0), (0, W/4), (H/4, W/4),
    (H/4, 3W/4), (H/2, W/4), (H/4, W/2) -- every bin whose row and column periods are
    in {2, 4, none}, each conjugate pair (u, v) ~ (-u, -v) counted once;
-4. for each artifact bin b: the reference level m_b = median of P over the 5x5 window
-   centred on b (indices wrap around, as the spectrum is periodic), leaving out b, the
-   DC bin and any other artifact bin;
+4. for each artifact bin b: the reference level m_b = median of P over its neighbours
+   (``reference_bins``): for an off-axis bin the 5x5 window centred on it minus the
+   axis lines, for an on-axis bin (u = 0 or v = 0) the 3 bins either side along that
+   axis (axes carry the energy of straight edges and image borders, so like is
+   compared with like); b itself, the DC bin and the other artifact bins are never
+   neighbours; indices wrap around, as the spectrum is periodic;
 5. ratio_b = 10 log10((P[b] + eps) / (m_b + eps)) dB, with eps = 1e-6 x the mean of P
    over all non-DC bins (keeps an exactly empty bin finite, at most about -60 dB);
 6. score = mean of ratio_b over the artifact bins, in dB.
