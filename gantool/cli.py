@@ -184,13 +184,27 @@ def check(recipe, overrides):
 @SET_OPTION
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<name>/<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue from the run's checkpoints/last.safetensors.")
-def run(recipe, overrides, out, resume):
-    """Train a recipe; writes samples, metrics and checkpoints."""
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel processes on this machine (one per GPU; gloo on CPU). Runs torchrun; see docs/scaling.md.")
+@click.pass_context
+def run(ctx, recipe, overrides, out, resume, nproc):
+    """Train a recipe; writes samples, metrics and checkpoints.
+
+    Multi-GPU / multi-node: torchrun --nproc-per-node N -m gantool run RECIPE
+    """
+    r = _load(recipe, overrides)  # a bad recipe fails here, before any process starts
+    if nproc > 1:
+        from gantool import distributed
+
+        argv = (["--debug"] if _debug(ctx) else []) + ["run", str(recipe)]
+        argv += [arg for o in overrides for arg in ("--set", o)]
+        argv += (["--out", str(out)] if out else []) + (["--resume"] if resume else [])
+        distributed.launch(nproc, argv)
     from gantool import engine
 
-    r = _load(recipe, overrides)
     summary = engine.run(r, _registry(), out_dir=out, resume=resume)
-    click.echo(f"done: {summary['steps']} steps, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
+    if summary.get("rank", 0) == 0:
+        click.echo(f"done: {summary['steps']} steps, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
 
 
 @cli.group()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -154,8 +155,9 @@ class BatchStream:
         """Yield float batches in [-1, 1] on the device, from global batch ``start`` on."""
         batches = self._from_memory(start) if self.images is not None else self._from_loader(start)
         for g, x in enumerate(batches, start):
-            if self.dataset.hflip:
-                flip = torch.rand(len(x), generator=torch.Generator().manual_seed(_mix(self.seed, 2, g))) < 0.5
+            if self.dataset.hflip:  # this rank's slice of the global batch's coin flips
+                coins = torch.rand(self.global_batch, generator=torch.Generator().manual_seed(_mix(self.seed, 2, g)))
+                flip = coins[self.rank * self.local_batch :][: len(x)] < 0.5
                 x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
             yield x
 
@@ -243,6 +245,10 @@ class Trainer:
         self.console = console
         train = recipe.train
         self.device = resolve_device(recipe.run.device, recipe.locate("run", "device"))
+        if world_size > 1:
+            from gantool import distributed
+
+            self.device = distributed.rank_device(self.device, distributed.from_env())
 
         torch.manual_seed(recipe.run.seed)
         c = build_components(recipe, registry)
@@ -263,6 +269,20 @@ class Trainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         # The networks as called in the step (compiled where asked); self.G/self.D own the weights.
         self.g_step, self.d_step = (torch.compile(self.G), torch.compile(self.D)) if train.compile else (self.G, self.D)
+        # G's step runs D without DistributedDataParallel: D's weights get no gradient there.
+        self.d_frozen = self.d_step
+        if world_size > 1:
+            # Gradients are averaged across ranks during backward. Buffers (BatchNorm running
+            # statistics, used only for sampling) stay per rank; rank 0's are saved.
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            new_api = "forward_sync_buffers" in inspect.signature(DDP).parameters  # newer torch renamed the flag
+            no_sync = {"forward_sync_buffers": False} if new_api else {"broadcast_buffers": False}
+            self.g_step = DDP(self.g_step, device_ids=ids, **no_sync)
+            self.d_step = DDP(self.d_step, device_ids=ids, **no_sync)
 
         self.data = BatchStream(self.dataset, train.batch_size, recipe.run.seed, self.device, num_workers=train.num_workers, rank=rank, world_size=world_size)
         per_epoch = self.data.steps_per_epoch // train.d_steps_per_g
@@ -297,7 +317,7 @@ class Trainer:
             self.batches_seen += 1
             if self.recipe.train.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
-            z = self.G.sample_latent(len(real), device=self.device, generator=self.noise)
+            z = self._latents()
             last = k == self.recipe.train.d_steps_per_g - 1
             with autocast, torch.set_grad_enabled(last):
                 fake = G(z)
@@ -314,7 +334,7 @@ class Trainer:
 
         self.D.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         with autocast:
-            loss_g = loss.generator_loss(D(fake))
+            loss_g = loss.generator_loss(self.d_frozen(fake))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
         self.scaler_g.step(self.opt_g)
@@ -324,6 +344,14 @@ class Trainer:
             self.ema.update(self.G)
         with torch.no_grad():
             return torch.stack([loss_d.float(), loss_g.float(), torch.sigmoid(real_scores.float()).mean(), torch.sigmoid(fake_scores.float()).mean()])
+
+    def _latents(self) -> torch.Tensor:
+        """This rank's rows of the global batch's latents: every rank draws the same global
+        batch from the shared noise generator (so its checkpointed state is every rank's)
+        and keeps its own slice, as the data stream does with images."""
+        n = self.data.local_batch
+        z = self.G.sample_latent(self.data.global_batch, device=self.device, generator=self.noise)
+        return z[self.rank * n : (self.rank + 1) * n] if self.world_size > 1 else z
 
     # -- the loop ------------------------------------------------------------------
 
@@ -336,15 +364,21 @@ class Trainer:
         t_start = t_log = time.perf_counter()
         images_at_log, images_start = self.batches_seen, self.batches_seen
         stop = _StopFlag()
+        # With several processes all ranks must stop at the same step: they agree on it
+        # at log steps (one small all-reduce that also averages the logged statistics).
+        stopping = (lambda: stop.requested) if self.world_size == 1 else (lambda: agreed_stop)
+        agreed_stop = False
         self.G.train(), self.D.train()
         with stop, self._progress() as progress:
             self._display = progress
-            while self.step < self.total_steps and not stop.requested:
+            while self.step < self.total_steps and not stopping():
                 stats += self.train_step(batches)
                 count += 1
                 self.step += 1
                 if self.step % train.log_every == 0 or self.step == self.total_steps:
                     now = time.perf_counter()
+                    if self.world_size > 1:
+                        agreed_stop = self._all_reduce_stats(stats, stop.requested)
                     values = (stats / count).tolist()  # the only host sync, every log_every steps
                     rate = (self.batches_seen - images_at_log) * self.data.global_batch / max(now - t_log, 1e-9)
                     record = {"step": self.step, "epoch": self.epoch, "loss_d": values[0], "loss_g": values[1],
@@ -360,7 +394,8 @@ class Trainer:
                 if train.checkpoint_every and self.step % train.checkpoint_every == 0:
                     self.save("last")
         wall = time.perf_counter() - t_start
-        if stop.requested:
+        sync = self._rank_checksums() if self.world_size > 1 else None
+        if stopping():
             self.save("last")
             self._close_tensorboard()
             raise RunFailed(f"interrupted at step {self.step}; resume with --resume --out {self.out}")
@@ -375,10 +410,35 @@ class Trainer:
             "eval_protocol": {name: getattr(m, "protocol", None) for name, m in self.metrics},
             "samples": str(self.out / "samples" / "final.png"), "checkpoint": str(self.out / "checkpoints" / "last.safetensors"),
         }
+        if sync is not None:
+            summary.update(processes=self.world_size, rank=self.rank, **sync)
         if self.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self._close_tensorboard()
         return summary
+
+    def _all_reduce_stats(self, stats: torch.Tensor, stop_requested: bool) -> bool:
+        """Average the accumulated statistics over ranks in place; True if any rank wants to stop."""
+        import torch.distributed as dist
+
+        buffer = torch.cat([stats, torch.tensor([float(stop_requested)], device=stats.device)])
+        dist.all_reduce(buffer)
+        stats.copy_(buffer[:-1] / self.world_size)
+        return bool(buffer[-1] > 0)
+
+    def _rank_checksums(self) -> dict:
+        """Every rank's parameter checksums: DDP keeps them bitwise equal, summary.json shows it."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            local = torch.stack([torch.stack([p.double().sum() for p in net.parameters()]).sum() for net in (self.G, self.D)])
+        gathered = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(gathered, local)
+        sums = [g.tolist() for g in gathered]
+        in_sync = all(s == sums[0] for s in sums)
+        if not in_sync and self.is_main:
+            print(f"warning: parameters differ across ranks at step {self.step}: {sums}", file=sys.stderr)
+        return {"rank_param_checksums": sums, "ranks_in_sync": in_sync}
 
     @property
     def epoch(self) -> float:
@@ -415,6 +475,8 @@ class Trainer:
             self.tensorboard.add_image("samples", make_grid(images, **grid), self.step)
 
     def evaluate(self):
+        if not self.is_main:  # metrics are computed once, by rank 0 (they use no global RNG)
+            return
         results = {}
         with self._eval_mode() as G:
             for name, metric in self.metrics:
@@ -527,5 +589,17 @@ def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool =
         if not (out_dir / "checkpoints" / "last.safetensors").exists():
             raise GantoolError(f"--resume: {out_dir}/checkpoints/last.safetensors not found")
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
-    trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console)
-    return trainer.fit()
+    from gantool import distributed
+
+    ctx = distributed.from_env()
+    if not ctx.enabled:
+        return Trainer(recipe, registry, out_dir, resume=resume, console=console).fit()
+    # Launched by torchrun: one process per GPU (or several CPU processes with gloo).
+    device = distributed.rank_device(resolve_device(recipe.run.device, recipe.locate("run", "device")), ctx)
+    distributed.init(device)
+    try:
+        out_dir = distributed.broadcast_object(out_dir, ctx)  # rank 0's timestamped folder
+        trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console, rank=ctx.rank, world_size=ctx.world_size)
+        return trainer.fit()
+    finally:
+        distributed.shutdown()
