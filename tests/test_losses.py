@@ -197,3 +197,18 @@ def test_losses_backpropagate_to_scores(cls):
     loss.discriminator_loss(real, fake).backward()
     loss.generator_loss(fake).backward()
     assert real.grad is not None and fake.grad is not None
+
+
+def test_penalties_run_in_float32_under_autocast():
+    """Mixed precision must not change the penalty: it is computed with autocast off."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 1), nn.Flatten(0))
+    real, fake = torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4)
+    loss = WGANGPLoss(r1_gamma=1.0)
+    torch.manual_seed(1)
+    plain = loss.penalty(critic, real, fake)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss.penalty(critic, real, fake)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == plain.item()

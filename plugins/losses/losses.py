@@ -17,9 +17,14 @@ from gantool import Loss, Range
 
 
 def _input_gradient(discriminator, x: torch.Tensor) -> torch.Tensor:
-    """d(sum of D(x))/dx per sample, flattened to (N, -1), kept in the graph for backprop."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+    """d(sum of D(x))/dx per sample, flattened to (N, -1), kept in the graph for backprop.
+
+    Computed in float32 with autocast off, even inside a mixed-precision step: input
+    gradients in float16 underflow, and the engine's gradient scaler only scales the
+    final loss, not this inner ``autograd.grad``.
+    """
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        x = x.detach().float().requires_grad_(True)
         scores = discriminator(x)
         (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
     return grad.flatten(1)
