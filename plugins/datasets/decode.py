@@ -23,9 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor, ImageOps
 
-# Not a decompression bomb guard for our use: datasets are the user's own files.
-Image.MAX_IMAGE_PIXELS = None
-
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
@@ -69,7 +66,7 @@ def load_image(path, pre: Preprocess) -> torch.Tensor:
         out = im.resize((pre.size, pre.size), Image.Resampling.BILINEAR)
     array = np.asarray(out, dtype=np.uint8)
     array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))  # HWC -> CHW, one copy
 
 
 def _crop_box(wh, pre: Preprocess, scale: float = 1.0):
