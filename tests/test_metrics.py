@@ -134,7 +134,8 @@ def test_fid_halves_small_noise_and_one_digit_large(digits):
     assert fid_noise > 1000 * halves
     assert metric.protocol == {
         "features": "digits", "extractor": feats.get_extractor("digits").id, "n_real": 1500, "n_fake": 1500,
-        "reference": "all 1500 dataset images", "latent_seed": 0, "fake_quantized": "8-bit",
+        "reference": "all 1500 dataset images", "reference_digest": reference.dataset_fingerprint(Images(a)),
+        "latent_seed": 0, "fake_quantized": "8-bit",
     }
 
 

@@ -98,6 +98,7 @@ class _FeatureMetric(Metric):
             "n_real": real_info["n_real"],
             "n_fake": n_fake,
             "reference": real_info["reference"],
+            "reference_digest": real_info["reference_digest"],
             "latent_seed": self.seed,
             "fake_quantized": "8-bit",
             **extra,

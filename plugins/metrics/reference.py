@@ -174,7 +174,8 @@ def real_features(dataset, extractor, *, n_real: int, seed: int) -> tuple[torch.
         feats = [extractor.features(x).cpu() for x in real_batches(dataset, indices, extractor.batch_size)]
         return {"features": torch.cat(feats)}
 
-    return _cached(parts, compute)["features"], {"n_real": len(indices), "reference": reference}
+    info = {"n_real": len(indices), "reference": reference, "reference_digest": parts["dataset"]}
+    return _cached(parts, compute)["features"], info
 
 
 def real_stats(dataset, extractor, *, n_real: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -189,7 +190,7 @@ def real_stats(dataset, extractor, *, n_real: int, seed: int) -> tuple[torch.Ten
         return {"mu": mu, "sigma": sigma}
 
     stats = _cached(parts, compute)
-    return stats["mu"], stats["sigma"], {"n_real": len(indices), "reference": reference}
+    return stats["mu"], stats["sigma"], {"n_real": len(indices), "reference": reference, "reference_digest": parts["dataset"]}
 
 
 def mean_cov(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +211,7 @@ def fake_batches(generator, n: int, *, seed: int, batch_size: int, device):
     device = torch.device(device)
     for i in range(0, n, batch_size):
         z = generator.sample_latent(min(batch_size, n - i), generator=g)
-        x = generator(z.to(device, non_blocking=True))
+        x = generator(z.to(device, non_blocking=True)).float()  # half-precision outputs too
         yield ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0
 
 
