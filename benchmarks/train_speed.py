@@ -27,6 +27,9 @@ Measured per run:
   conv util     images/s x conv FLOPs per image of that implementation's update /
                 measured conv throughput (a micro-benchmark of the same convolutions
                 forward + both gradients, best of several)
+  others CPU    share of all cores used by other processes during the run (from
+                /proc/stat minus the run's own CPU time): 0% means a quiet machine;
+                the table shows the worst run
 
     python benchmarks/train_speed.py --rounds 3 --steps 40 --warmup 5 --bare
     python benchmarks/train_speed.py --configs mnist28 --rounds 1 --steps 10 --warmup 2
@@ -101,15 +104,37 @@ def write_recipe(path: Path, cfg: dict, *, steps: int, warmup: int) -> Path:
 # ----------------------------------------------------------------------------- running
 
 
-def run_process(cmd: list[str], log: Path, env=None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB, return code) of one fresh process; output goes to ``log``."""
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(total, idle) jiffies of all CPUs from /proc/stat (Linux); None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_process(cmd: list[str], log: Path, env=None) -> tuple[float, float, int, float | None]:
+    """(wall s, peak RSS MB, return code, CPU share used by *other* processes meanwhile).
+
+    The last value is the machine's busy time during the run minus this process's own
+    CPU time (it and its reaped children, from wait4), as a fraction of all cores: it
+    says how much the measurement competed with someone else (0 = quiet machine).
+    """
+    before = _cpu_ticks()
     with open(log, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+    after = _cpu_ticks()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_maxrss / 1024, proc.returncode
+    others = None
+    if before and after:
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = ((after[0] - before[0]) - (after[1] - before[1])) / tick
+        others = max(0.0, busy - ru.ru_utime - ru.ru_stime) / ((os.cpu_count() or 1) * wall)
+    return wall, ru.ru_maxrss / 1024, proc.returncode, others
 
 
 def last_json_line(log: Path) -> dict:
@@ -119,16 +144,16 @@ def last_json_line(log: Path) -> dict:
     raise RuntimeError(f"no JSON result in {log}:\n{log.read_text()[-2000:]}")
 
 
-def run_reference(cfg, work, tag, *, steps, warmup) -> dict:
+def run_reference(cfg, work, tag, *, steps, warmup, env=None) -> dict:
     log = work / f"{tag}.log"
     cmd = [PY, str(HERE / "reference_dcgan.py"), *cfg["ref"], "--steps", str(steps),
            "--warmup", str(warmup), "--quiet"]
-    wall, rss, rc = run_process(cmd, log)
+    wall, rss, rc, others = run_process(cmd, log, env=env)
     if rc:
         raise RuntimeError(f"reference failed ({rc}), see {log}:\n{log.read_text()[-2000:]}")
     r = last_json_line(log)
     return {"images_per_s": r["images_per_s"], "step_images_per_s": r["step_images_per_s"],
-            "process_s": wall, "peak_rss_mb": rss}
+            "process_s": wall, "peak_rss_mb": rss, "others_cpu": others}
 
 
 def run_gantool(cfg, work, tag, *, steps, warmup, overrides) -> dict:
@@ -138,7 +163,7 @@ def run_gantool(cfg, work, tag, *, steps, warmup, overrides) -> dict:
     cmd = [GANTOOL, "run", str(recipe), "--out", str(out)]
     for o in overrides:
         cmd += ["--set", o]
-    wall, rss, rc = run_process(cmd, log, env=dict(os.environ, NO_COLOR="1"))
+    wall, rss, rc, others = run_process(cmd, log, env=dict(os.environ, NO_COLOR="1"))
     if rc:
         raise RuntimeError(f"gantool run failed ({rc}), see {log}:\n{log.read_text()[-2000:]}")
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -146,7 +171,7 @@ def run_gantool(cfg, work, tag, *, steps, warmup, overrides) -> dict:
     if warmup not in t or warmup + steps not in t:
         raise RuntimeError(f"{out}/metrics.jsonl lacks steps {warmup} and {warmup + steps}")
     return {"images_per_s": steps * cfg["batch"] / (t[warmup + steps] - t[warmup]),
-            "process_s": wall, "peak_rss_mb": rss}
+            "process_s": wall, "peak_rss_mb": rss, "others_cpu": others}
 
 
 def run_bare(cfg, work, tag, *, steps, warmup, overrides) -> dict:
@@ -155,11 +180,11 @@ def run_bare(cfg, work, tag, *, steps, warmup, overrides) -> dict:
     cmd = [PY, str(HERE / "bare_loop.py"), str(recipe), "--steps", str(steps), "--warmup", str(warmup)]
     for o in overrides:
         cmd += ["--set", o]
-    wall, rss, rc = run_process(cmd, log)
+    wall, rss, rc, others = run_process(cmd, log)
     if rc:
         raise RuntimeError(f"bare loop failed ({rc}), see {log}:\n{log.read_text()[-2000:]}")
     r = last_json_line(log)
-    return {"images_per_s": r["images_per_s"], "process_s": wall, "peak_rss_mb": rss}
+    return {"images_per_s": r["images_per_s"], "process_s": wall, "peak_rss_mb": rss, "others_cpu": others}
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -203,6 +228,7 @@ def summarize(name, cfg, results, fl) -> dict:
             "process_s": statistics.median(r["process_s"] for r in runs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "conv_util": med * per_image / peak,
+            "others_cpu_max": max((r["others_cpu"] or 0.0) for r in runs),
         }
         if impl == "reference":
             out["impls"][impl]["step_images_per_s"] = statistics.median(r["step_images_per_s"] for r in runs)
@@ -219,12 +245,12 @@ def print_table(s: dict):
     print(f"\n== {s['config']}: batch {s['batch_size']}, {s['image_size']} px; conv FLOPs/image "
           f"reference {s['reference_gflop_per_image']:.3f} G, gantool {s['gantool_gflop_per_image']:.3f} G; "
           f"measured conv throughput {s['conv_gflops']:.0f} GFLOP/s")
-    print(f"{'impl':<10} {'images/s':>9} {'runs':<24} {'process s':>9} {'peak RSS MB':>11} {'conv util':>9}")
+    print(f"{'impl':<10} {'images/s':>9} {'runs':<24} {'process s':>9} {'peak RSS MB':>11} {'conv util':>9} {'others CPU':>10}")
     for impl, r in s["impls"].items():
         runs = " ".join(f"{x:.1f}" for x in r["runs"])
         extra = f"  (step only {r['step_images_per_s']:.1f})" if "step_images_per_s" in r else ""
         print(f"{impl:<10} {r['images_per_s']:>9.1f} {runs:<24} {r['process_s']:>9.1f} "
-              f"{r['peak_rss_mb']:>11.0f} {r['conv_util']:>9.0%}{extra}")
+              f"{r['peak_rss_mb']:>11.0f} {r['conv_util']:>9.0%} {r['others_cpu_max']:>10.0%}{extra}")
     if "ratio" in s:
         per = " ".join(f"{x:.2f}" for x in s["ratio_per_round"])
         print(f"gantool / reference: {s['ratio']:.2f}x  (per round: {per})")
@@ -243,12 +269,15 @@ def main(argv=None):
     p.add_argument("--bare", action="store_true", help="also time bare_loop.py (engine overhead)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="recipe override for gantool and the bare loop, e.g. train.channels_last=true")
+    p.add_argument("--reference-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the reference only, e.g. OMP_WAIT_POLICY=PASSIVE")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gantool-bench")
     p.add_argument("--json", type=Path, help="also write the results here")
     a = p.parse_args(argv)
     if a.steps % a.warmup:
         p.error("--steps must be a multiple of --warmup (gantool logs every --warmup steps)")
     a.work.mkdir(parents=True, exist_ok=True)
+    ref_env = dict(kv.split("=", 1) for kv in a.reference_env)
     all_cfgs = configs(a.work, a.images)
     names = [n.strip() for n in a.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in all_cfgs]
@@ -257,7 +286,7 @@ def main(argv=None):
     channels_last = any(o.replace(" ", "") == "train.channels_last=true" for o in a.overrides)
     env_info = {"load_average_start": os.getloadavg(), "cpu_count": os.cpu_count(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "overrides": a.overrides, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup}
+                "overrides": a.overrides, "reference_env": ref_env, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in env_info['load_average_start'])}", flush=True)
 
     summaries = []
@@ -272,14 +301,15 @@ def main(argv=None):
                 tag = f"{name}-{impl}-{rnd}"
                 kw = dict(steps=a.steps, warmup=a.warmup)
                 if impl == "reference":
-                    r = run_reference(cfg, a.work, tag, **kw)
+                    r = run_reference(cfg, a.work, tag, env={**os.environ, **ref_env}, **kw)
                 elif impl == "gantool":
                     r = run_gantool(cfg, a.work, tag, overrides=a.overrides, **kw)
                 else:
                     r = run_bare(cfg, a.work, tag, overrides=a.overrides, **kw)
                 results[impl].append(r)
+                busy = f", others' CPU {r['others_cpu']:.0%}" if r["others_cpu"] is not None else ""
                 print(f"  {name} round {rnd + 1}/{a.rounds} {impl:<9} {r['images_per_s']:6.1f} images/s "
-                      f"(process {r['process_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
+                      f"(process {r['process_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB{busy})", flush=True)
         s = summarize(name, cfg, results, flops_and_throughput(cfg, channels_last))
         print_table(s)
         summaries.append(s)

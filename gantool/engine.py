@@ -267,10 +267,8 @@ class Trainer:
         fp16 = self.use_amp and self.amp_dtype == torch.float16
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        # The networks as called in the step (compiled where asked); self.G/self.D own the weights.
-        self.g_step, self.d_step = (torch.compile(self.G), torch.compile(self.D)) if train.compile else (self.G, self.D)
-        # G's step runs D without DistributedDataParallel: D's weights get no gradient there.
-        self.d_frozen = self.d_step
+        # The networks as called in the step; self.G/self.D own the weights.
+        g_net, d_net = self.G, self.D
         if world_size > 1:
             # Gradients are averaged across ranks during backward. Buffers (BatchNorm running
             # statistics, used only for sampling) stay per rank; rank 0's are saved.
@@ -281,8 +279,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             new_api = "forward_sync_buffers" in inspect.signature(DDP).parameters  # newer torch renamed the flag
             no_sync = {"forward_sync_buffers": False} if new_api else {"broadcast_buffers": False}
-            self.g_step = DDP(self.g_step, device_ids=ids, **no_sync)
-            self.d_step = DDP(self.d_step, device_ids=ids, **no_sync)
+            g_net, d_net = DDP(self.G, device_ids=ids, **no_sync), DDP(self.D, device_ids=ids, **no_sync)
+        # torch.compile goes outside DDP, so its graph breaks line up with DDP's gradient buckets.
+        self.g_step, self.d_step = (torch.compile(g_net), torch.compile(d_net)) if train.compile else (g_net, d_net)
+        # G's step runs D without DDP: D's weights are frozen there and get no gradient to average.
+        self.d_frozen = self.d_step if world_size == 1 else (torch.compile(self.D) if train.compile else self.D)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick the fastest kernels
 
         self.data = BatchStream(self.dataset, train.batch_size, recipe.run.seed, self.device, num_workers=train.num_workers, rank=rank, world_size=world_size)
         per_epoch = self.data.steps_per_epoch // train.d_steps_per_g
