@@ -38,7 +38,7 @@ def resolve_size(image_shape, family: str = "DCGAN") -> tuple[int, int]:
     if height != width or height not in SUPPORTED_SIZES:
         raise ParamError(
             "image_shape",
-            f"the {family} models support square images of size {sizes}, got {height}x{width}; "
+            f"{family} supports square images of size {sizes}, got {height}x{width}; "
             f"set [dataset] image_size to one of {sizes}",
         )
     return SUPPORTED_SIZES[height]
