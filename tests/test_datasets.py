@@ -219,18 +219,22 @@ def test_imagefolder_cache_hit_and_invalidation(mixed_folder, monkeypatch, capsy
         return real_load_image(path, pre)
 
     monkeypatch.setattr(files_module, "load_image", counting)
-    second = ImageFolder(root=str(mixed_folder), image_size=16)
-    assert torch.equal(second.as_tensor(), first) and calls == []  # hit: nothing decoded
+
+    def decoded_by_as_tensor(**params):
+        ds = ImageFolder(root=str(mixed_folder), image_size=16, **params)  # (decodes one file as a check)
+        calls.clear()
+        images = ds.as_tensor()
+        return images, len(calls)
+
+    images, decoded = decoded_by_as_tensor()
+    assert torch.equal(images, first) and decoded == 0  # hit: nothing decoded
     assert "skipped 1 unreadable" in capsys.readouterr().err  # the warning survives the cache
     # different preprocessing, or a touched file: a miss, everything is decoded again
-    ImageFolder(root=str(mixed_folder), image_size=16, background="black").as_tensor()
-    assert len(calls) == 7
+    assert decoded_by_as_tensor(background="black")[1] == 7
     target = mixed_folder / "c_wide.png"
     os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
-    ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
-    assert len(calls) == 14
-    ImageFolder(root=str(mixed_folder), image_size=16).as_tensor()
-    assert len(calls) == 14  # and that result was cached in turn
+    assert decoded_by_as_tensor()[1] == 7
+    assert decoded_by_as_tensor()[1] == 0  # and that result was cached in turn
     # cache = false neither reads nor writes
     for path in files_module.cache_dir().glob("*.safetensors"):
         path.unlink()
@@ -263,9 +267,10 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
     (tmp_path / "broken").mkdir()
     for name in ("a.png", "b.jpg"):
         (tmp_path / "broken" / name).write_bytes(b"garbage")
-    with pytest.raises(GantoolError, match="none of the 2 image files") as e:
-        ImageFolder(root=str(tmp_path / "broken")).as_tensor()
-    assert str(tmp_path / "broken") in str(e.value)
+    for in_memory in (True, False):  # fails when built, never inside a DataLoader worker
+        with pytest.raises(GantoolError, match="none of the 2 image files") as e:
+            ImageFolder(root=str(tmp_path / "broken"), in_memory=in_memory)
+        assert str(tmp_path / "broken") in str(e.value) and "a.png" in str(e.value)
 
 
 # --- celeba --------------------------------------------------------------------------------

@@ -54,6 +54,20 @@ class ImageFiles(InMemoryImages):
         self.in_memory = nbytes <= memory_budget() if in_memory == "auto" else bool(in_memory)
         self.skipped = 0  # unreadable files left out of the in-memory tensor
         self._warned = False
+        self._check_one_readable()
+
+    def _check_one_readable(self):
+        """Fail at build time (``gantool check``), not in a DataLoader worker, if nothing decodes."""
+        first_error = None
+        for path in self.files:
+            try:
+                load_image(path, self.pre)
+                return
+            except Exception as exc:  # noqa: BLE001 -- see _decode_all
+                first_error = first_error or f"{path}: {exc}"
+        raise GantoolError(
+            f"none of the {len(self.files)} image files under {self.root} could be read (first error: {first_error})"
+        )
 
     # -- the Dataset interface ----------------------------------------------------------
 
@@ -109,17 +123,18 @@ class ImageFiles(InMemoryImages):
 
         workers = decode_threads()
         label = f"{self.name}: decoding {n} images from {self.root} ({workers} threads)"
-        with DecodeProgress(n, label, done=f"{self.name}: decoded {n} images") as bar:
+        with DecodeProgress(n, label) as bar:
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                 for start in range(0, n, 512):  # bounded batches of futures, in order
                     chunk = range(start, min(n, start + 512))
                     list(pool.map(decode, chunk))
                     bar.advance(len(chunk))
-        self.skipped = n - int(ok.sum())
-        if self.skipped == n:
-            raise GantoolError(
-                f"{self.name}: none of the {n} image files under {self.root} could be read (first error: {errors[0]})"
-            )
+            self.skipped = n - int(ok.sum())
+            if self.skipped == n:  # files changed since the build-time check
+                raise GantoolError(
+                    f"{self.name}: none of the {n} image files under {self.root} could be read (first error: {errors[0]})"
+                )
+            bar.done = f"{self.name}: decoded {n - self.skipped} of {n} images"
         self._warn_skipped(example=errors[0] if errors else None)
         return out[ok] if self.skipped else out
 
@@ -229,10 +244,11 @@ def write_cache(path: Path, images: torch.Tensor, *, skipped: int, source: str):
 class DecodeProgress:
     """A rich progress bar on a terminal (stderr); two plain lines otherwise."""
 
-    def __init__(self, total: int, label: str, *, done: str):
+    def __init__(self, total: int, label: str):
         from rich.console import Console
 
-        self.total, self.label, self.done = total, label, done
+        self.total, self.label = total, label
+        self.done = f"{label}: done"  # the caller may set a better closing line
         self.console = Console(stderr=True)
         self._bar = None
 
