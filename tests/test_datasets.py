@@ -517,3 +517,33 @@ def test_preview_errors_exit_2_without_traceback(tmp_path):
     )
     result = run_cli("data", "preview", str(recipe))
     assert result.exit_code == 2 and "celeba.toml" in result.output and "img_align_celeba" in result.output
+
+
+# --- the dataset recipes, on generated data in their expected layouts ----------------------
+
+
+@pytest.mark.parametrize("name", ["dcgan_mnist", "dcgan_fashion_mnist", "dcgan_pokemon", "dcgan_anime", "dcgan_celeba"])
+def test_dataset_recipes_pass_check_with_data_in_place(name, tmp_path):
+    from pathlib import Path
+
+    from PIL import Image
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    if name in ("dcgan_mnist", "dcgan_fashion_mnist"):
+        fake_mnist_files(tmp_path, "MNIST" if name == "dcgan_mnist" else "FashionMNIST")
+        overrides = [f"dataset.root={tmp_path}", "dataset.download=false"]
+        shape = "(1, 28, 28)"
+    elif name == "dcgan_celeba":
+        fake_celeba(tmp_path / "img_align_celeba")
+        overrides, shape = [f"dataset.root={tmp_path}"], "(3, 64, 64)"
+    else:
+        for i in range(3):
+            sprite(size=96, color=(10 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        Image.new("RGB", (90, 110), (1, 2, 3)).save(tmp_path / "face.jpg")
+        overrides, shape = [f"dataset.root={tmp_path}"], "(3, 64, 64)"
+    args = ["check", str(recipes / f"{name}.toml")]
+    for item in overrides:
+        args += ["--set", item]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert f"of shape {shape}" in result.output
