@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the gantool CLI does (see gantool/cli.py main)
 
-from gantool.engine import BatchStream, build_components, resolve_device
-from gantool.plugins import get_registry
-from gantool.recipe import load_recipe
+import torch  # noqa: E402
+
+from gantool.engine import BatchStream, build_components, resolve_device  # noqa: E402
+from gantool.plugins import get_registry  # noqa: E402
+from gantool.recipe import load_recipe  # noqa: E402
 
 
 def main(argv=None):

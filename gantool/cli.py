@@ -8,6 +8,7 @@ that fails exits 1. ``--debug`` shows the traceback. ``--help``, ``list`` and
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -370,6 +371,12 @@ def plot(run_dir, out):
 
 
 def main():
+    # Waiting OpenMP threads sleep instead of spinning (libgomp spins by default). When
+    # other processes share the cores (DataLoader workers, other jobs, several ranks),
+    # spinning threads take the CPU from the ones doing the work: measured 3-4x faster
+    # training on a busy 2-core machine (docs/performance.md). Set before torch loads;
+    # an OMP_WAIT_POLICY of your own wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="gantool")
 
 
