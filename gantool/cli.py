@@ -62,6 +62,13 @@ def _console():
     return Console()
 
 
+def escape(text: str) -> str:
+    """Plugin-supplied text is shown literally: '[r, g, b]' is not rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(gantool.__version__, prog_name="gantool")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -87,7 +94,7 @@ def list_cmd(kind, pattern, as_json):
 
     table = Table("kind", "name", "plugin", "version", "summary", box=None, header_style="bold")
     for c in components:
-        table.add_row(c.kind, c.name, c.plugin, c.version, c.summary)
+        table.add_row(*map(escape, (c.kind, c.name, c.plugin, c.version, c.summary)))
     _console().print(table)
 
 
@@ -105,9 +112,9 @@ def info(kind, name):
     component, params = _registry().parameters(kind, name)
     factory = component.load()
     console = _console()
-    console.print(f"[bold]{component.kind} {component.qualified_name}[/]  ({component.plugin} {component.version})")
+    console.print(f"[bold]{component.kind} {escape(component.qualified_name)}[/]  ({escape(component.plugin)} {component.version})")
     if component.summary:
-        console.print(component.summary)
+        console.print(escape(component.summary))
     try:
         console.print(f"source: {inspect.getsourcefile(factory)}", highlight=False)
     except TypeError:
@@ -115,7 +122,7 @@ def info(kind, name):
     table = Table("parameter", "type", "default", "doc", box=None, header_style="bold")
     for p in params:
         default = "(required)" if p.required else repr(p.default)
-        table.add_row(p.name, describe_type(p.annotation), default, p.doc)
+        table.add_row(*map(escape, (p.name, describe_type(p.annotation), default, p.doc)))
     console.print(table)
     if kind in ("generator", "discriminator"):
         console.print("image_shape is injected by the engine from the dataset.")
@@ -135,7 +142,7 @@ def plugins(as_json):
 
     table = Table("plugin", "version", "entry point", "status", "error", box=None, header_style="bold")
     for s in statuses:
-        table.add_row(s.name, s.version, s.entry_point, s.status, s.error or "")
+        table.add_row(*map(escape, (s.name, s.version, s.entry_point, s.status, s.error or "")))
     _console().print(table)
 
 
