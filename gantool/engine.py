@@ -198,6 +198,29 @@ class EMA:
             b_ema.copy_(b)
 
 
+def keep_freed_memory():
+    """Let glibc reuse freed activation memory instead of returning it to the OS.
+
+    By default every allocation above a (dynamic) threshold is a fresh mmap that the
+    kernel zero-fills page by page; a DCGAN-64 step then takes ~25,000 page faults.
+    Raising the mmap and trim thresholds keeps the step's working set in the heap, as
+    CUDA's caching allocator does on GPUs: measured 4-5% less CPU time per step (see
+    docs/performance.md); RSS stays at the step's peak. Linux/glibc only, process-wide,
+    a no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): keep the defaults
+        pass
+
+
 def autocast_settings(amp: str, device: torch.device) -> tuple[bool, torch.dtype | None]:
     """Mixed precision only where it pays: CUDA (bf16 if supported, else fp16)."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
@@ -250,6 +273,8 @@ class Trainer:
 
             self.device = distributed.rank_device(self.device, distributed.from_env())
 
+        if self.device.type == "cpu":
+            keep_freed_memory()
         torch.manual_seed(recipe.run.seed)
         c = build_components(recipe, registry)
         self.dataset, self.loss, self.components = c.dataset, c.loss, c.info
