@@ -23,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the gantool CLI does (
 
 import torch  # noqa: E402
 
-from gantool.engine import BatchStream, build_components, keep_freed_memory, resolve_device  # noqa: E402
+from gantool.engine import (BatchStream, build_components, channels_last_setting,  # noqa: E402
+                            keep_freed_memory, resolve_device)
 from gantool.plugins import get_registry  # noqa: E402
 from gantool.recipe import load_recipe  # noqa: E402
 
@@ -43,7 +44,7 @@ def main(argv=None):
     torch.manual_seed(recipe.run.seed)
     c = build_components(recipe, get_registry())
     G, D, loss = c.generator.to(device), c.discriminator.to(device), c.loss
-    cl = recipe.train.channels_last
+    cl = channels_last_setting(recipe.train.channels_last, device, recipe.train.amp)
     if cl:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     og, od = recipe.optimizer["generator"], recipe.optimizer["discriminator"]

@@ -283,7 +283,8 @@ def main(argv=None):
     unknown = [n for n in names if n not in all_cfgs]
     if unknown:
         p.error(f"unknown config(s) {unknown}; choose from {', '.join(all_cfgs)}")
-    channels_last = any(o.replace(" ", "") == "train.channels_last=true" for o in a.overrides)
+    # gantool's default (train.channels_last = "auto") is NHWC on CPU
+    channels_last = not any(o.replace(" ", "") == "train.channels_last=false" for o in a.overrides)
     env_info = {"load_average_start": os.getloadavg(), "cpu_count": os.cpu_count(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "overrides": a.overrides, "reference_env": ref_env, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup}

@@ -61,7 +61,7 @@ class TrainConfig:
     keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
     amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
     compile: torch.compile the networks (helps on recent GPUs; off by default)
-    channels_last: channels-last memory format for the convolutions
+    channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN) and for CUDA with amp, off otherwise
     num_workers: DataLoader workers for datasets too large for memory
     """
 
@@ -77,7 +77,7 @@ class TrainConfig:
     keep_best: str = ""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = "auto"
     num_workers: Annotated[int, Range(ge=0)] = 2
 
 
