@@ -2,8 +2,9 @@
 """Quality baseline: train a recipe with ``gantool run``, then score the final generator.
 
 For each variant (the recipe plus ``--set`` overrides; ``--variant`` may be repeated), the
-recipe is trained in a fresh ``gantool run`` process (its wall time is measured, imports,
-data loading, sample grids and checkpoints included), then the final checkpoint
+recipe is trained in a fresh ``gantool run`` process (its wall time and CPU time are
+measured, imports, data loading, sample grids and checkpoints included; CPU time is the
+steadier number on a shared machine), then the final checkpoint
 (``last.safetensors``; its EMA generator when the recipe keeps one) is scored with
 
 - ``fid``  (digits features, all 5,000 mnist5k digits as reference, n generated),
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,17 +42,21 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return label or "recipe", [s for s in sets.split(",") if s]
 
 
-def train(recipe: Path, sets: list[str], out: Path, threads: int) -> float:
+def train(recipe: Path, sets: list[str], out: Path, threads: int) -> tuple[float, float]:
+    """Run ``gantool run``; returns (wall seconds, CPU seconds of the process: user + system)."""
     cmd = [sys.executable, "-m", "gantool", "run", str(recipe), "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"gantool run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall
+    return wall, cpu
 
 
 def score(checkpoint: Path, n: int) -> dict:
@@ -103,9 +109,10 @@ def real_floor(n_half: int = 2500) -> dict:
     return out
 
 
-def row(label, r, wall=None, steps=None):
+def row(label, r, wall=None, cpu=None, steps=None):
     kid = f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f}"
-    return (f"| {label} | {steps if steps is not None else '-'} | {f'{wall:.0f}' if wall else '-'} | {r['fid']:.2f} | {kid} | "
+    times = f"{wall:.0f} | {cpu:.0f}" if wall else "- | -"
+    return (f"| {label} | {steps if steps is not None else '-'} | {times} | {r['fid']:.2f} | {kid} | "
             f"{r['coverage_classes']:.0f} | {r['coverage_kl']:.3f} | {r['coverage_confidence']:.3f} |")
 
 
@@ -125,22 +132,22 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in args.variant] or [("recipe", [])]
-    header = ("| variant | steps | train wall s | FID (digits) | KID ×10³ | classes | KL to uniform | confidence |\n"
-              "|---|---|---|---|---|---|---|---|")
+    header = ("| variant | steps | train wall s | train CPU s | FID (digits) | KID ×10³ | classes | KL to uniform | confidence |\n"
+              "|---|---|---|---|---|---|---|---|---|")
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         for label, sets in variants:
             out = runs / label
             print(f"[{label}] gantool run {args.recipe.name} {' '.join('--set ' + s for s in sets)}", flush=True)
-            wall = train(args.recipe, sets, out, args.threads)
+            wall, cpu = train(args.recipe, sets, out, args.threads)
             summary = json.loads((out / "summary.json").read_text())
             r = score(out / "checkpoints" / "last.safetensors", args.n)
-            lines.append(row(label, r, wall, summary["steps"]))
+            lines.append(row(label, r, wall, cpu, summary["steps"]))
             print(lines[-1], f"(scored in {r['eval_s']:.0f}s, weights: {r['generator']})", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps({"variant": label, "recipe": str(args.recipe), "set": sets, "train_wall_s": wall,
+                    f.write(json.dumps({"variant": label, "recipe": str(args.recipe), "set": sets, "train_wall_s": wall, "train_cpu_s": cpu,
                                         "steps": summary["steps"], "threads": args.threads, "n": args.n, **r}) + "\n")
     if not args.no_floor:
         floor = real_floor()
