@@ -13,6 +13,7 @@ See docs/scaling.md.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import sys
 
@@ -71,11 +72,14 @@ def init(device) -> Context:
 
     if dist.is_initialized():
         return ctx
+    # Rank 0 alone computes [eval] metrics and writes checkpoints while the others wait
+    # in their next collective: allow that an hour rather than the 10 minute default.
+    timeout = datetime.timedelta(minutes=60)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return ctx
 
 
