@@ -129,3 +129,18 @@ def test_cli_run_and_resume(tiny_recipe, tmp_path):
     assert "done: 8 steps" in proc.stdout
     missing = run_cli("run", tiny_recipe, "--out", tmp_path / "nothing", "--resume", check=2)
     assert "last.safetensors not found" in missing.stderr
+
+
+def test_ema_decay_warms_up_with_the_step():
+    from gantool.engine import EMA
+
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, 0.999)
+    start = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net, step=0)  # decay min(0.999, 1/10) = 0.1: mostly the live weights
+    for p_ema, p0, p in zip(ema.model.parameters(), start, net.parameters()):
+        torch.testing.assert_close(p_ema, 0.1 * p0 + 0.9 * p)
+    assert min(0.999, (1 + 100_000) / (10 + 100_000)) == 0.999  # long runs reach the configured decay
