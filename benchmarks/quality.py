@@ -116,6 +116,16 @@ def row(label, r, wall=None, cpu=None, steps=None):
             f"{r['coverage_classes']:.0f} | {r['coverage_kl']:.3f} | {r['coverage_confidence']:.3f} |")
 
 
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "dcgan_mnist5k.toml")
@@ -135,6 +145,7 @@ def main(argv=None):
     header = ("| variant | steps | train wall s | train CPU s | FID (digits) | KID ×10³ | classes | KL to uniform | confidence |\n"
               "|---|---|---|---|---|---|---|---|---|")
     lines = []
+    commit = git_commit()
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         for label, sets in variants:
@@ -148,12 +159,13 @@ def main(argv=None):
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps({"variant": label, "recipe": str(args.recipe), "set": sets, "train_wall_s": wall, "train_cpu_s": cpu,
-                                        "steps": summary["steps"], "threads": args.threads, "n": args.n, **r}) + "\n")
+                                        "steps": summary["steps"], "threads": args.threads, "n": args.n, "commit": commit, **r}) + "\n")
     if not args.no_floor:
         floor = real_floor()
         lines.append(row("real vs real (2,500 / 2,500)", floor))
     print()
-    print(f"{args.recipe.name}, {args.threads} threads, n = {args.n} generated images, torch {torch.__version__}")
+    print(f"{args.recipe.name}, {args.threads} threads, n = {args.n} generated images, torch {torch.__version__}, "
+          f"gantool commit {commit}")
     print(header)
     print("\n".join(lines))
 
