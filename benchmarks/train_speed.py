@@ -23,7 +23,10 @@ Measured per run:
                 ``time_s`` at step W and W+N is used (log_every = W).
   process s     wall time of the whole process (imports, data decoding, model build,
                 warm-up, final sample grid and checkpoint included)
-  peak RSS      ru_maxrss of the process from wait4 (largest of it and its reaped children)
+  peak RSS      ru_maxrss of the process from wait4 (largest of it and its reaped children).
+                Linux starts a child's ru_maxrss at its parent's RSS at fork time, so this
+                script never imports torch itself: data preparation and the FLOP and
+                conv-throughput analysis run in helper processes.
   conv util     images/s x conv FLOPs per image of that implementation's update /
                 measured conv throughput (a micro-benchmark of the same convolutions
                 forward + both gradients, best of several)
@@ -216,6 +219,12 @@ def flops_and_throughput(cfg: dict, channels_last: bool) -> dict:
             "conv_gflops": gflops[False], "conv_gflops_gantool_layout": gflops[channels_last]}
 
 
+def analyze_in_subprocess(helper: list[str], channels_last: bool) -> dict:
+    out = subprocess.run(helper + ["analyze-nhwc" if channels_last else "analyze"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def summarize(name, cfg, results, fl) -> dict:
     out = {"config": name, "batch_size": cfg["batch"], "image_size": cfg["image_size"], **fl, "impls": {}}
     for impl, runs in results.items():
@@ -258,6 +267,27 @@ def print_table(s: dict):
         print(f"engine overhead vs bare loop: {s['engine_overhead']:+.1%}")
 
 
+def markdown(results: list[dict]) -> str:
+    """The tables of docs/performance.md, from the summaries."""
+    lines = ["| config | impl | images/s (median) | runs | process s | peak RSS MB | conv util | others CPU (worst run) |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for s in results:
+        for impl, r in s["impls"].items():
+            runs = ", ".join(f"{x:.1f}" for x in r["runs"])
+            step = f" (step only {r['step_images_per_s']:.1f})" if "step_images_per_s" in r else ""
+            lines.append(f"| {s['config']} | {impl} | **{r['images_per_s']:.1f}**{step} | {runs} | {r['process_s']:.1f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['conv_util']:.0%} | {r['others_cpu_max']:.0%} |")
+    lines += ["", "| config | gantool / reference | per round | engine overhead vs bare | conv GFLOP/image (ref / gantool) | conv GFLOP/s (NCHW / gantool layout) |",
+              "| --- | ---: | --- | ---: | --- | --- |"]
+    for s in results:
+        per = ", ".join(f"{x:.2f}" for x in s.get("ratio_per_round", []))
+        over = f"{s['engine_overhead']:+.1%}" if "engine_overhead" in s else "-"
+        lines.append(f"| {s['config']} | **{s.get('ratio', float('nan')):.2f}x** | {per} | {over} | "
+                     f"{s['reference_gflop_per_image']:.3f} / {s['gantool_gflop_per_image']:.3f} | "
+                     f"{s['conv_gflops']:.0f} / {s['conv_gflops_gantool_layout']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,7 +303,20 @@ def main(argv=None):
                    help="environment variable for the reference only, e.g. OMP_WAIT_POLICY=PASSIVE")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gantool-bench")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--markdown", type=Path, help="print the tables of an earlier --json file as markdown and exit")
+    p.add_argument("--helper", nargs=2, metavar=("CONFIG", "prepare|analyze|analyze-nhwc"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.helper:  # runs in a child process, so that this one never loads torch (see run_process)
+        name, what = a.helper
+        cfg = configs(a.work, a.images)[name]
+        if what == "prepare":
+            cfg["prepare"]()
+        else:
+            print(json.dumps(flops_and_throughput(cfg, what == "analyze-nhwc")))
+        return
+    if a.markdown:
+        print(markdown(json.loads(a.markdown.read_text())["results"]))
+        return
     if a.steps % a.warmup:
         p.error("--steps must be a multiple of --warmup (gantool logs every --warmup steps)")
     a.work.mkdir(parents=True, exist_ok=True)
@@ -293,8 +336,9 @@ def main(argv=None):
     summaries = []
     for name in names:
         cfg = all_cfgs[name]
-        cfg["prepare"]()
-        before = flops_and_throughput(cfg, channels_last)  # conv throughput: best of before and after
+        helper = [PY, str(HERE / "train_speed.py"), "--work", str(a.work), "--images", str(a.images), "--helper", name]
+        subprocess.run(helper + ["prepare"], check=True)
+        before = analyze_in_subprocess(helper, channels_last)  # conv throughput: best of before and after
         impls = ["reference", "gantool"] + (["bare"] if a.bare else [])
         results = {i: [] for i in impls}
         for rnd in range(a.rounds):
@@ -312,7 +356,7 @@ def main(argv=None):
                 busy = f", others' CPU {r['others_cpu']:.0%}" if r["others_cpu"] is not None else ""
                 print(f"  {name} round {rnd + 1}/{a.rounds} {impl:<9} {r['images_per_s']:6.1f} images/s "
                       f"(process {r['process_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB{busy})", flush=True)
-        after = flops_and_throughput(cfg, channels_last)
+        after = analyze_in_subprocess(helper, channels_last)
         fl = {k: max(before[k], after[k]) for k in after}
         s = summarize(name, cfg, results, fl)
         print_table(s)
