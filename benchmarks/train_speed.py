@@ -117,6 +117,21 @@ def _cpu_ticks() -> tuple[int, int] | None:
         return None
 
 
+def wait_until_quiet(max_wait: float, idle: float = 0.95, window: float = 3.0) -> float:
+    """Block until the CPUs were at least ``idle`` idle over ``window`` seconds (or
+    ``max_wait`` passed); return the seconds waited. For shared machines."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        before = _cpu_ticks()
+        if before is None:
+            return 0.0
+        time.sleep(window)
+        after = _cpu_ticks()
+        if (after[1] - before[1]) / max(after[0] - before[0], 1) >= idle:
+            break
+    return time.perf_counter() - t0
+
+
 def run_process(cmd: list[str], log: Path, env=None) -> tuple[float, float, int, float | None]:
     """(wall s, peak RSS MB, return code, CPU share used by *other* processes meanwhile).
 
@@ -299,6 +314,8 @@ def main(argv=None):
     p.add_argument("--bare", action="store_true", help="also time bare_loop.py (engine overhead)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="recipe override for gantool and the bare loop, e.g. train.channels_last=true")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each run wait (up to this long) until the CPUs are 95%% idle; for shared machines")
     p.add_argument("--reference-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment variable for the reference only, e.g. OMP_WAIT_POLICY=PASSIVE")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gantool-bench")
@@ -330,7 +347,7 @@ def main(argv=None):
     channels_last = not any(o.replace(" ", "") == "train.channels_last=false" for o in a.overrides)
     env_info = {"load_average_start": os.getloadavg(), "cpu_count": os.cpu_count(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "overrides": a.overrides, "reference_env": ref_env, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup}
+                "overrides": a.overrides, "reference_env": ref_env, "wait_quiet": a.wait_quiet, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in env_info['load_average_start'])}", flush=True)
 
     summaries = []
@@ -344,6 +361,10 @@ def main(argv=None):
         for rnd in range(a.rounds):
             order = impls[rnd % len(impls):] + impls[: rnd % len(impls)]
             for impl in order:
+                if a.wait_quiet:
+                    waited = wait_until_quiet(a.wait_quiet)
+                    if waited > 5:
+                        print(f"  (waited {waited:.0f} s for a quiet machine)", flush=True)
                 tag = f"{name}-{impl}-{rnd}"
                 kw = dict(steps=a.steps, warmup=a.warmup)
                 if impl == "reference":
