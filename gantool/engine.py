@@ -125,14 +125,14 @@ class BatchStream:
 
     def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, *, num_workers=2, rank=0, world_size=1):
         if batch_size % world_size:
-            raise GantoolError(f"[train] batch_size: {batch_size} does not divide over {world_size} processes")
+            raise GantoolError(f"batch_size: {batch_size} does not divide over {world_size} processes")
         self.dataset, self.seed, self.device = dataset, seed, device
         self.global_batch, self.local_batch = batch_size, batch_size // world_size
         self.rank, self.num_workers = rank, num_workers
         self.images = dataset.as_tensor()
         n = len(self.images) if self.images is not None else len(dataset)
         if n < batch_size:
-            raise GantoolError(f"[train] batch_size: {batch_size} is larger than the dataset ({n} images); lower it")
+            raise GantoolError(f"batch_size: {batch_size} is larger than the dataset ({n} images); lower it")
         self.size, self.steps_per_epoch = n, n // batch_size
         if self.images is not None and device.type == "cuda" and self.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
             self.images = self.images.to(device)
@@ -329,7 +329,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick the fastest kernels
 
-        self.data = BatchStream(self.dataset, train.batch_size, recipe.run.seed, self.device, num_workers=train.num_workers, rank=rank, world_size=world_size)
+        try:
+            self.data = BatchStream(self.dataset, train.batch_size, recipe.run.seed, self.device, num_workers=train.num_workers, rank=rank, world_size=world_size)
+        except GantoolError as e:
+            raise GantoolError(f"{recipe.locate('train', 'batch_size').rsplit(' ', 1)[0]} {e}") from None
         per_epoch = self.data.steps_per_epoch // train.d_steps_per_g
         if per_epoch == 0:
             raise GantoolError(f"{recipe.locate('train', 'batch_size')}: too few batches per epoch for d_steps_per_g = {train.d_steps_per_g}")

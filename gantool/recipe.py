@@ -123,6 +123,8 @@ class Recipe:
     def locate(self, *path: str) -> str:
         """'recipes/x.toml: [generator] base_channels' -- the origin of a key."""
         origin = self.origins.get(tuple(path)) or self.origins.get(tuple(path[:-1])) or str(self.path)
+        if len(path) == 1:
+            return f"{origin}: [{path[0]}]"
         return f"{origin}: [{'.'.join(path[:-1])}] {path[-1]}"
 
     def component(self, section: str) -> tuple[str, dict]:
@@ -244,7 +246,7 @@ def _check(recipe: Recipe) -> Recipe:
         if table is None:
             raise GantoolError(f"{path}: missing section [{section}]; add it with a `type = \"...\"` key (see `gantool list {section}`)")
         if not isinstance(table, dict):
-            raise GantoolError(f"{recipe.locate(section)}: expected a table [{section}]")
+            raise GantoolError(f"{recipe.locate(section)}: expected a table, e.g. [{section}] with type = \"...\"")
         if "type" not in table:
             raise GantoolError(f"{recipe.origins.get((section,), path)}: [{section}] type: missing; name a {section}, e.g. type = \"...\" (see `gantool list {section}`)")
         if not isinstance(table["type"], str):
@@ -255,7 +257,7 @@ def _check(recipe: Recipe) -> Recipe:
         recipe.run.name = path.stem
     optim = data.get("optimizer", {})
     if not isinstance(optim, dict):
-        raise GantoolError(f"{recipe.locate('optimizer')}: expected a table [optimizer.generator] / [optimizer.discriminator]")
+        raise GantoolError(f"{recipe.locate('optimizer')}: expected tables [optimizer.generator] / [optimizer.discriminator]")
     for key in optim:
         if key not in OPTIMIZED:
             raise GantoolError(f"{recipe.locate('optimizer', key)}: unknown optimizer{suggest(key, OPTIMIZED)}")
@@ -268,7 +270,7 @@ def _section(recipe: Recipe, cls, path: tuple):
     for key in path:
         table = table.get(key, {})
     if not isinstance(table, dict):
-        raise GantoolError(f"{recipe.locate(*path)}: expected a table [{'.'.join(path)}]")
+        raise GantoolError(f"{recipe.locate(*path)}: expected a table of settings, got {table!r}")
     if cls is EvalConfig:  # [eval.<metric>] tables hold metric parameters
         table = {k: v for k, v in table.items() if not isinstance(v, dict)}
     try:

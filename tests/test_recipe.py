@@ -52,6 +52,8 @@ def test_set_overrides_parse_toml_values_with_string_fallback(tiny_recipe):
         ("", ["bad"], r"expected KEY.PATH=VALUE"),
         ("[trainn]\nepochs = 1\n", [], r"tiny.toml: unknown section \[trainn\]; did you mean 'train'\?"),
         ("[optimizer.gen]\nlr = 1.0\n", [], r"\[optimizer\] gen: unknown optimizer; valid: discriminator, generator"),
+        ("", ["train=3"], r"--set train=3: \[train\]: expected a table of settings, got 3"),
+        ("", ["generator=3"], r"--set generator=3: \[generator\]: expected a table"),
     ],
 )
 def test_bad_values_name_file_key_and_fix(tiny_recipe, extra, overrides, message):
