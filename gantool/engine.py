@@ -70,13 +70,10 @@ def build_components(recipe: Recipe, registry) -> Components:
 
     def build(kind, **injected):
         name, params = recipe.component(kind)
-        locate = lambda key: recipe.locate(kind, key)  # noqa: E731
-        try:
-            component = registry.get(kind, name)
-        except GantoolError as e:
-            raise GantoolError(f"{locate('type')}: {e}") from None
+        built = registry.build(kind, name, params, locate=lambda key: recipe.locate(kind, key), **injected)
+        component = registry.get(kind, name)
         info[kind] = {"type": name, "qualified_name": component.qualified_name, "plugin": component.plugin, "version": component.version}
-        return registry.build(kind, component.qualified_name, params, locate=locate, **injected)
+        return built
 
     dataset = build("dataset")
     shape = tuple(int(s) for s in dataset.image_shape)

@@ -37,12 +37,7 @@ def dataset_from_recipe(recipe: dict, registry, source: Path):
     """The real dataset exactly as the run's recipe built it (``[dataset]`` table)."""
     params = dict(recipe["dataset"])
     name = params.pop("type")
-    locate = lambda key: f"{source} (stored recipe): [dataset] {key}"  # noqa: E731
-    try:
-        qualified = registry.get("dataset", name).qualified_name
-    except GantoolError as e:
-        raise GantoolError(f"{locate('type')}: {e}") from None
-    return registry.build("dataset", qualified, params, locate=locate)
+    return registry.build("dataset", name, params, locate=lambda key: f"{source} (stored recipe): [dataset] {key}")
 
 
 def evaluate_checkpoint(path: Path, registry, metrics: list[str], *, n: int | None, device: torch.device,

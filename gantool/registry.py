@@ -110,7 +110,10 @@ class Registry:
         from gantool.errors import ParamError
 
         locate = locate or (lambda key: f"[{kind}] {key}")
-        component = self.get(kind, name)
+        try:
+            component = self.get(kind, name)
+        except GantoolError as e:
+            raise GantoolError(f"{locate('type')}: {e}") from None
         factory = component.load()
         try:
             kwargs = validate(factory, dict(params or {}), injected=INJECTED.get(kind, ()))
