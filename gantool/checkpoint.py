@@ -55,6 +55,11 @@ def load_checkpoint(path: Path) -> tuple[dict, dict]:
         raise GantoolError(f"{path}: not a gantool safetensors checkpoint ({type(e).__name__}: {e})") from None
 
 
+def has_module(keys, name: str) -> bool:
+    """Whether a checkpoint's tensor names include module ``name`` (e.g. "ema_generator")."""
+    return any(k.startswith(f"{name}.") for k in keys)
+
+
 def restore_module(module: torch.nn.Module, tensors: dict, name: str):
     prefix = f"{name}."
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

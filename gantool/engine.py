@@ -24,7 +24,7 @@ import torch
 from torchvision.utils import save_image
 
 import gantool
-from gantool.checkpoint import load_checkpoint, restore_module, restore_optimizer, save_checkpoint
+from gantool.checkpoint import has_module, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from gantool.errors import GantoolError, RunFailed
 from gantool.recipe import Recipe
 
@@ -96,7 +96,7 @@ def generator_from_checkpoint(path: Path, registry, device="cpu", *, ema: bool =
     except GantoolError:
         raise GantoolError(f"{path}: generator {qualified!r} is not installed; install the plugin {meta['components']['generator']['plugin']!r}") from None
     generator = registry.build("generator", qualified, params, locate=lambda k: f"{path}: [generator] {k}", image_shape=shape)
-    source = "ema_generator" if ema and any(k.startswith("ema_generator.") for k in tensors) else "generator"
+    source = "ema_generator" if ema and has_module(tensors, "ema_generator") else "generator"
     restore_module(generator, tensors, source)
     return generator.to(device).eval(), meta
 
@@ -597,8 +597,7 @@ class Trainer:
         restore_module(self.G, tensors, "generator")
         restore_module(self.D, tensors, "discriminator")
         if self.ema is not None:
-            has_ema = any(k.startswith("ema_generator.") for k in tensors)
-            restore_module(self.ema.model, tensors, "ema_generator" if has_ema else "generator")
+            restore_module(self.ema.model, tensors, "ema_generator" if has_module(tensors, "ema_generator") else "generator")
         restore_optimizer(self.opt_g, tensors, meta, "generator")
         restore_optimizer(self.opt_d, tensors, meta, "discriminator")
         set_rng_state(tensors, self.noise)

@@ -46,8 +46,10 @@ def has_ema(path: Path) -> bool:
     """Whether a checkpoint holds an EMA generator (reads only the safetensors header)."""
     from safetensors import safe_open
 
+    from gantool.checkpoint import has_module
+
     with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith("ema_generator.") for k in f.keys())
+        return has_module(f.keys(), "ema_generator")
 
 
 def load_generator(path: Path, registry, device: torch.device, *, ema: bool | None = None):
