@@ -1,10 +1,15 @@
-"""The five component interfaces every plugin implements (see docs/plugins.md).
+"""The component interfaces every plugin implements (see docs/plugins.md).
 
 Components are built with keyword arguments taken from a recipe table; the engine also
-injects ``image_shape=(C, H, W)`` into generators and discriminators.
+injects what only it knows: ``image_shape=(C, H, W)`` into generators and
+discriminators, ``params`` into optimizers, ``optimizer`` and ``total_steps`` into
+schedulers.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,18 +35,98 @@ class Discriminator(nn.Module):
     image_shape: tuple[int, int, int]
 
 
+@dataclasses.dataclass
+class StepContext:
+    """What a loss (and its penalty) may look at in one discriminator or generator update.
+
+    ``real`` and ``fake`` are the batches exactly as D saw them (augmented when the
+    recipe has an ``[augment]`` table); ``fake`` is detached in the discriminator update.
+    ``discriminator`` is the bare module (never a DDP or compiled wrapper), so a
+    penalty can take input gradients through it.
+    """
+
+    step: int  # generator steps done before this one (0 for the first update)
+    batch: int  # discriminator batches done before this one (counts d_steps_per_g)
+    generator: nn.Module
+    discriminator: nn.Module
+    real: torch.Tensor
+    fake: torch.Tensor
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    def log(self, name: str, value: torch.Tensor | float):
+        """Log a scalar under ``name`` in metrics.jsonl, averaged over the logging interval.
+
+        Keep tensors on the device: the engine reads them only every ``log_every`` steps.
+        """
+        self.stats[name] = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+
+
 class Loss:
-    """The adversarial objective. Scores are the discriminator's raw outputs."""
+    """The adversarial objective. Scores are the discriminator's raw outputs, shape (N,).
 
-    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    Both methods return a scalar tensor; log statistics with ``ctx.log(name, value)``.
+    A relativistic loss needs D's scores of the real batch in the generator update: set
+    ``generator_needs_real_scores = True`` and the engine computes them there with the
+    current discriminator (otherwise ``real_scores`` is ``None`` in ``generator_loss``).
+    """
+
+    generator_needs_real_scores: bool = False
+
+    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor | None, fake_scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
 
-    def penalty(self, discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
-        """Extra discriminator term (gradient penalty, R1); ``None`` means none."""
+    def penalty(self, ctx: StepContext) -> torch.Tensor | None:
+        """Extra discriminator term (gradient penalty, R1); ``None`` means none this step."""
         return None
+
+
+class Augmentation(nn.Module):
+    """Differentiable image augmentation applied to real and fake images before D.
+
+    ``forward(images)`` returns images of the same shape; the engine calls it on the
+    real and the fake batch in the discriminator update and on the fake batch in the
+    generator update, so gradients reach G through it. Draw randomness from the global
+    torch RNG (``torch.rand(..., device=images.device)``): the engine seeds it and
+    checkpoints it, so a resumed run stays bit-exact. State that must survive a resume
+    (an adaptive probability) belongs in buffers: the module's ``state_dict`` is saved.
+    """
+
+    def update(self, real_scores: torch.Tensor, step: int):
+        """Called after every discriminator update with D's (detached) real scores."""
+
+
+class Callback:
+    """Listens to a run's events. Override any of these; all are optional.
+
+    ``run`` is the live training run (see docs/plugins.md, "The run a callback sees"):
+    ``run.out_dir``, ``run.step``, ``run.total_steps``, ``run.epoch``, ``run.recipe``,
+    ``run.generator``, ``run.sampling_generator``, ``run.request_stop(reason)``.
+    Callbacks run on the main process only.
+    """
+
+    def on_run_start(self, run) -> None:
+        pass
+
+    def on_step_end(self, run) -> None:
+        """After every generator step. Called often: keep it cheap, never sync the device."""
+
+    def on_log(self, run, record: dict[str, Any]) -> None:
+        """After every ``log_every`` steps with the logged record (floats, step, epoch)."""
+
+    def on_samples(self, run, images: torch.Tensor, path) -> None:
+        """After a sample grid was written; ``images`` in [-1, 1] on the CPU."""
+
+    def on_eval(self, run, results: dict[str, float]) -> None:
+        """After an evaluation with the metric values."""
+
+    def on_checkpoint(self, run, path, which: str) -> None:
+        """After a checkpoint (``which`` = "last" or "best") was written to ``path``."""
+
+    def on_run_end(self, run, summary: dict[str, Any]) -> None:
+        """At the end of a run (finished, stopped early or interrupted)."""
 
 
 class Dataset(torch.utils.data.Dataset):
@@ -69,10 +154,12 @@ class Metric:
     """A quality number computed from a generator and the real dataset.
 
     ``goals`` maps each result key to ``"min"`` or ``"max"`` (default ``"min"``), so
-    ``train.keep_best`` knows which checkpoint is best.
+    ``train.keep_best`` knows which checkpoint is best. ``protocol`` (optional) says how
+    the number was measured: feature extractor, n_real, n_fake.
     """
 
     goals: dict[str, str] = {}
+    protocol: dict[str, Any] | None = None
 
     def compute(self, generator: Generator, dataset: Dataset, *, n: int, device) -> dict[str, float]:
         raise NotImplementedError

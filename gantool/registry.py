@@ -1,4 +1,4 @@
-"""The component registry: every generator, discriminator, loss, dataset and metric by name.
+"""The component registry: every component of every kind, by name.
 
 Names are qualified by the distribution that registered them (``gantool:dcgan``); a
 bare name works while only one distribution uses it. Nothing is ever overwritten.
@@ -14,8 +14,14 @@ from typing import Any, Callable
 from gantool.errors import GantoolError
 from gantool.params import parameters, suggest, validate
 
-KINDS = ("generator", "discriminator", "loss", "dataset", "metric")
-INJECTED = {"generator": ("image_shape",), "discriminator": ("image_shape",)}
+KINDS = ("generator", "discriminator", "loss", "dataset", "metric", "augmentation", "optimizer", "scheduler", "callback")
+# Parameters the engine passes itself; a recipe must not set them.
+INJECTED = {
+    "generator": ("image_shape",),
+    "discriminator": ("image_shape",),
+    "optimizer": ("params",),
+    "scheduler": ("optimizer", "total_steps"),
+}
 
 
 @dataclasses.dataclass
