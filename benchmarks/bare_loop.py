@@ -4,7 +4,7 @@ to measure the engine's own overhead.
 
 It builds the recipe's dataset, networks and loss with gantool's registry, draws
 batches from the engine's ``BatchStream`` (the in-memory path), and runs the same
-update as ``Trainer.train_step`` with ``d_steps_per_g = 1``: fake generated once,
+update as ``gantool.update.GANUpdate`` with ``d_steps_per_g = 1``: fake generated once,
 ``zero_grad(set_to_none=True)``, D frozen during the G step, Adam with the engine's
 settings. No statistics, logging, progress, EMA, autocast, samples or checkpoints.
 
@@ -23,8 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the gantool CLI does (
 
 import torch  # noqa: E402
 
-from gantool.engine import (BatchStream, build_components, channels_last_setting,  # noqa: E402
-                            keep_freed_memory, resolve_device)
+from gantool import StepContext  # noqa: E402
+from gantool.plan import make_plan  # noqa: E402
 from gantool.plugins import get_registry  # noqa: E402
 from gantool.recipe import load_recipe  # noqa: E402
 
@@ -37,22 +37,11 @@ def main(argv=None):
     p.add_argument("--set", dest="overrides", action="append", default=[])
     a = p.parse_args(argv)
 
-    recipe = load_recipe(a.recipe, a.overrides)
-    device = resolve_device(recipe.run.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # the engine's process setting, so only loop overhead differs
-    torch.manual_seed(recipe.run.seed)
-    c = build_components(recipe, get_registry())
-    G, D, loss = c.generator.to(device), c.discriminator.to(device), c.loss
-    cl = channels_last_setting(recipe.train.channels_last, device, recipe.train.amp)
-    if cl:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    og, od = recipe.optimizer["generator"], recipe.optimizer["discriminator"]
-    fused = True if device.type == "cuda" else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=og.lr, betas=og.betas, fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=od.lr, betas=od.betas, fused=fused)
-    data = BatchStream(c.dataset, recipe.train.batch_size, recipe.run.seed, device,
-                       num_workers=recipe.train.num_workers)
+    # The engine's plan: the same components, device, memory format, optimizers and data
+    # stream (and malloc settings), so only the loop around the update differs.
+    plan = make_plan(load_recipe(a.recipe, a.overrides), get_registry())
+    G, D, loss, device, cl, data = plan.generator, plan.discriminator, plan.loss, plan.device, plan.channels_last, plan.data
+    opt_g, opt_d = plan.optimizers["generator"], plan.optimizers["discriminator"]
     batches = data.iterate(0)
     noise = torch.Generator(device=device).manual_seed(1)
 
@@ -70,12 +59,13 @@ def main(argv=None):
         if cl:
             real = real.contiguous(memory_format=torch.channels_last)
         fake = G(G.sample_latent(len(real), device=device, generator=noise))
-        loss_d = loss.discriminator_loss(D(real), D(fake.detach()))
+        ctx = StepContext(step, step, G, D, real, fake.detach())
+        loss_d = loss.discriminator_loss(D(real), D(fake.detach()), ctx)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         D.requires_grad_(False)
-        loss_g = loss.generator_loss(D(fake))
+        loss_g = loss.generator_loss(None, D(fake), ctx)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -45,18 +45,19 @@ def score(generator, dataset, *, n: int, seed: int) -> dict[str, float]:
 
 
 def bench(recipe_path: Path, overrides: list[str], *, n: int, seed: int, out: Path, eval_every: int) -> dict:
-    from gantool.engine import build_components, generator_from_checkpoint, run
+    from gantool.engine import run
+    from gantool.plan import make_plan
     from gantool.plugins import get_registry
     from gantool.recipe import load_recipe
+    from gantool.sampling import generator_from_checkpoint
 
     registry = get_registry()
     # The same in-training evaluation for both (it is included in the wall time).
     curve = ['eval.metrics=["checkerboard"]', f"eval.every={eval_every}", "eval.n_samples=1000"]
     recipe = load_recipe(recipe_path, [*curve, *overrides] if eval_every else ["eval.metrics=[]", *overrides])
 
-    torch.manual_seed(recipe.run.seed)
-    components = build_components(recipe, registry)
-    at_init = score(components.generator, components.dataset, n=n, seed=seed)
+    components = make_plan(recipe, registry)  # the run's own initial weights (same seed)
+    at_init = score(components.generator.cpu(), components.dataset, n=n, seed=seed)
 
     run_dir = out / recipe_path.stem
     start = time.perf_counter()

@@ -16,6 +16,7 @@ import click
 
 import gantool
 from gantool.errors import GantoolError, RunFailed
+from gantool.registry import KINDS
 
 
 class _Group(click.Group):
@@ -76,7 +77,7 @@ def cli(debug):
     """Train GANs from TOML recipes. Every component comes from a plugin."""
 
 
-KIND_CHOICE = click.Choice(["generator", "discriminator", "loss", "dataset", "metric"])
+KIND_CHOICE = click.Choice(KINDS)
 
 
 @cli.command("list")
@@ -159,32 +160,31 @@ SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.argument("recipe", type=click.Path(path_type=Path))
 @SET_OPTION
 def check(recipe, overrides):
-    """Resolve, validate and build a recipe; print shapes. No training."""
-    import torch
+    """Resolve, validate and build a recipe, call every component once on real shapes; no training.
 
-    from gantool.engine import build_components, resolve_device
+    Runs the same plan as `gantool run`, so it catches every error `run` would.
+    """
+    from gantool.plan import make_plan
 
-    r = _load(recipe, overrides)
-    resolve_device(r.run.device, r.locate("run", "device"))
-    registry = _registry()
-    torch.manual_seed(r.run.seed)
-    c = build_components(r, registry)
-    G, D = c.generator.eval(), c.discriminator.eval()
-    with torch.no_grad():
-        z = G.sample_latent(2)
-        fake = G(z)
-        scores = D(fake)
-    expected = (2, *c.dataset.image_shape)
-    if tuple(fake.shape) != expected or tuple(scores.shape) != (2,):
-        raise GantoolError(f"{recipe}: generator makes {tuple(fake.shape)} (expected {expected}), discriminator {tuple(scores.shape)} (expected (2,))")
+    plan = make_plan(_load(recipe, overrides), _registry())
+    G, D, info = plan.generator, plan.discriminator, plan.components
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    shape = (2, *plan.dataset.image_shape)  # the smoke test's batch
+    rows = [
+        ("dataset", f"{info['dataset']['qualified_name']}: {plan.data.size} images of shape {tuple(plan.dataset.image_shape)}"),
+        ("generator", f"{info['generator']['qualified_name']}: z {tuple(G.sample_latent(2).shape)} -> {shape}, {count(G):,} parameters"),
+        ("discriminator", f"{info['discriminator']['qualified_name']}: {shape} -> (2,), {count(D):,} parameters"),
+        ("loss", info["loss"]["qualified_name"]),
+    ]
+    rows += [(key, value["qualified_name"]) for key, value in info.items() if key.startswith(("augment", "optimizer", "scheduler"))]
+    rows += [("metrics", ", ".join(name for name, _ in plan.metrics))] if plan.metrics else []
+    rows += [("callbacks", ", ".join(name for name, _ in plan.callbacks))] if plan.callbacks else []
+    r = plan.recipe.train
+    rows.append(("train", f"batch {r.batch_size}, {plan.total_steps} steps ({r.epochs} epochs), device {plan.device}"))
     console = _console()
     console.print(f"[bold]{recipe}[/] OK", highlight=False)
-    console.print(f"  dataset        {c.info['dataset']['qualified_name']}: {len(c.dataset)} images of shape {tuple(c.dataset.image_shape)}", highlight=False)
-    console.print(f"  generator      {c.info['generator']['qualified_name']}: z {tuple(z.shape)} -> {tuple(fake.shape)}, {count(G):,} parameters", highlight=False)
-    console.print(f"  discriminator  {c.info['discriminator']['qualified_name']}: {tuple(fake.shape)} -> {tuple(scores.shape)}, {count(D):,} parameters", highlight=False)
-    console.print(f"  loss           {c.info['loss']['qualified_name']}", highlight=False)
-    console.print(f"  train          batch {r.train.batch_size}, {r.train.epochs} epochs, device {r.run.device}", highlight=False)
+    for key, value in rows:
+        console.print(f"  {key:<24} {escape(value)}", highlight=False)
 
 
 @cli.command()
@@ -302,7 +302,7 @@ def sample(target, n, seed, out, individual, interpolate, steps, rows, ema, best
     best.safetensors with --best) or a .safetensors checkpoint file.
     """
     from gantool import sampling
-    from gantool.engine import resolve_device
+    from gantool.plan import resolve_device
 
     path, run_dir = sampling.resolve_checkpoint(target, best=best)
     dev = resolve_device(device, "--device")
@@ -345,7 +345,7 @@ def eval_cmd(target, metrics, n, json_out, overrides, ema, best, device):
     from rich.table import Table
 
     from gantool import evaluation, sampling
-    from gantool.engine import resolve_device
+    from gantool.plan import resolve_device
 
     path, run_dir = sampling.resolve_checkpoint(target, best=best)
     result = evaluation.evaluate_checkpoint(path, _registry(), list(metrics), n=n, device=resolve_device(device, "--device"), ema=ema, overrides=list(overrides))

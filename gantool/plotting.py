@@ -1,8 +1,9 @@
 """Training curves: ``gantool plot RUN_DIR`` renders metrics.jsonl to one PNG.
 
-Panels: the two losses; D(x) and D(G(z)) (the discriminator's mean probability on real
-and generated batches); then one panel per evaluation key (fid, coverage_classes, ...)
-over steps. Needs matplotlib (``pip install 'gantool[plot]'``); drawn with the
+Panels: the two losses; the statistics the loss logs in pairs (D(x) and D(G(z)), the
+discriminator's mean probability on real and generated batches, for BCE losses; mean
+raw scores for hinge, WGAN and relativistic losses); one panel per other logged
+statistic (gp, r1, an augmentation's p); then one per evaluation key (fid, ...). Needs matplotlib (``pip install 'gantool[plot]'``); drawn with the
 object-oriented API (``matplotlib.figure.Figure``), so no GUI backend or pyplot state.
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from gantool.errors import GantoolError
 
-TRAINING_KEYS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "time_s")
+BOOKKEEPING = ("step", "epoch", "images_per_s", "time_s")
+PAIRS = {"discriminator outputs": ("d_real", "d_fake"), "discriminator scores": ("score_real", "score_fake")}
+LABELS = {"loss_d": "loss_D", "loss_g": "loss_G", "d_real": "D(x)", "d_fake": "D(G(z))"}
 
 
 def read_metrics(path: Path) -> tuple[list[dict], dict[str, list[tuple[int, float]]], int]:
@@ -39,10 +42,11 @@ def read_metrics(path: Path) -> tuple[list[dict], dict[str, list[tuple[int, floa
         except (ValueError, KeyError, TypeError):
             bad += 1
             continue
-        if "loss_d" in record:
+        if "loss_d" in record:  # a training record; evaluations are the other lines
             training[step] = record
+            continue
         for key, value in record.items():
-            if key not in TRAINING_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in BOOKKEEPING and isinstance(value, (int, float)) and not isinstance(value, bool):
                 evals.setdefault(key, {})[step] = float(value)
     ordered = [training[s] for s in sorted(training)]
     return ordered, {k: sorted(v.items()) for k, v in evals.items()}, bad
@@ -75,9 +79,16 @@ def plot_run(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str], i
 
     panels = []
     if training:
-        steps = [r["step"] for r in training]
-        panels.append(("losses", [("loss_D", steps, [r["loss_d"] for r in training]), ("loss_G", steps, [r["loss_g"] for r in training])]))
-        panels.append(("discriminator outputs", [("D(x)", steps, [r["d_real"] for r in training]), ("D(G(z))", steps, [r["d_fake"] for r in training])]))
+        keys = [k for k in dict.fromkeys(k for r in training for k in r) if k not in BOOKKEEPING]
+        groups = {"losses": ("loss_d", "loss_g"), **{t: pair for t, pair in PAIRS.items() if set(pair) <= set(keys)}}
+        grouped = {k for pair in groups.values() for k in pair}
+        groups.update({k: (k,) for k in keys if k not in grouped})
+        for title, members in groups.items():
+            series = []
+            for key in members:
+                points = [(r["step"], r[key]) for r in training if isinstance(r.get(key), (int, float))]
+                series.append((LABELS.get(key, key), [s for s, _ in points], [v for _, v in points]))
+            panels.append((title, series))
     for key, points in evals.items():
         panels.append((key, [(key, [s for s, _ in points], [v for _, v in points])]))
 

@@ -8,11 +8,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+LABELS = {"loss_d": "loss_D", "loss_g": "loss_G", "d_real": "D(x)", "d_fake": "D(G(z))"}
+
+
 def format_record(record: dict) -> str:
-    return (
-        f"epoch {record['epoch']:.2f}  loss_D {record['loss_d']:.3f}  loss_G {record['loss_g']:.3f}  "
-        f"D(x) {record['d_real']:.3f}  D(G(z)) {record['d_fake']:.3f}  {record['images_per_s']:.0f} img/s"
-    )
+    """'epoch 1.00  loss_D 1.234  loss_G ...': the losses first, then what the loss logged."""
+    stats = "  ".join(f"{LABELS.get(k, k)} {v:.3f}" for k, v in record.items()
+                      if k not in ("step", "epoch", "images_per_s", "time_s") and isinstance(v, float))
+    return f"epoch {record['epoch']:.2f}  {stats}  {record['images_per_s']:.0f} img/s"
 
 
 class TrainingProgress:

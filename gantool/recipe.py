@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 from gantool.errors import GantoolError, ParamError
 from gantool.params import Range, suggest, validate
 
-COMPONENT_SECTIONS = ("dataset", "generator", "discriminator", "loss")
+COMPONENT_SECTIONS = ("dataset", "generator", "discriminator", "loss")  # required, each with a `type`
+OPTIMIZED = ("generator", "discriminator")
+# Optional component tables and the type each defaults to (None: the table needs a type).
+OPTIONAL_COMPONENTS = {
+    ("augment",): None,
+    **{("optimizer", net): "gantool:adam" for net in OPTIMIZED},
+    **{("scheduler", net): None for net in OPTIMIZED},
+}
 
 
 @dataclasses.dataclass
@@ -29,21 +36,6 @@ class RunConfig:
     name: str = ""
     seed: int = 0
     device: str = "auto"
-
-
-@dataclasses.dataclass
-class OptimizerConfig:
-    """Adam settings for one network.
-
-    Args:
-        lr: learning rate (DCGAN: 2e-4)
-        betas: Adam (beta1, beta2) (DCGAN: beta1 = 0.5)
-        weight_decay: L2 penalty
-    """
-
-    lr: Annotated[float, Range(gt=0)] = 2e-4
-    betas: tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]] = (0.5, 0.999)
-    weight_decay: Annotated[float, Range(ge=0)] = 0.0
 
 
 @dataclasses.dataclass
@@ -104,8 +96,7 @@ class LogConfig:
 
 
 ENGINE_SECTIONS = {"run": RunConfig, "train": TrainConfig, "eval": EvalConfig, "log": LogConfig}
-OPTIMIZED = ("generator", "discriminator")
-TOP_LEVEL = ("extends", *COMPONENT_SECTIONS, "optimizer", *ENGINE_SECTIONS)
+TOP_LEVEL = ("extends", *COMPONENT_SECTIONS, "augment", "optimizer", "scheduler", "callbacks", *ENGINE_SECTIONS)
 
 
 @dataclasses.dataclass
@@ -118,7 +109,6 @@ class Recipe:
     train: TrainConfig = None
     eval: EvalConfig = None
     log: LogConfig = None
-    optimizer: dict = None  # "generator" / "discriminator" -> OptimizerConfig
 
     def locate(self, *path: str) -> str:
         """'recipes/x.toml: [generator] base_channels' -- the origin of a key."""
@@ -127,10 +117,26 @@ class Recipe:
             return f"{origin}: [{path[0]}]"
         return f"{origin}: [{'.'.join(path[:-1])}] {path[-1]}"
 
-    def component(self, section: str) -> tuple[str, dict]:
-        """(type name, parameters) of a component table."""
-        table = dict(self.data[section])
-        return table.pop("type"), table
+    def component(self, *path: str) -> tuple[str, dict] | None:
+        """(type name, parameters) of a component table; None for an absent optional one.
+
+        ``component("loss")``, ``component("optimizer", "generator")``; a callback's
+        type defaults to its table name (``[callbacks.csv]``).
+        """
+        table = self.data
+        for key in path:
+            table = table.get(key)
+            if table is None:
+                break
+        if table is None and OPTIONAL_COMPONENTS.get(path) is None:
+            return None
+        table = dict(table or {})
+        default = path[-1] if path[0] == "callbacks" else OPTIONAL_COMPONENTS.get(path)
+        return table.pop("type", default), table
+
+    def callbacks(self) -> list[str]:
+        """The names of the ``[callbacks.<name>]`` tables, in recipe order."""
+        return list(self.data.get("callbacks", {}))
 
     def to_toml(self) -> str:
         import tomli_w
@@ -201,7 +207,7 @@ def _merge(base: dict, origins: dict, override: dict, source: str, prefix: tuple
     for key, value in override.items():
         path = (*prefix, key)
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            if len(path) == 1 and key in COMPONENT_SECTIONS and value.get("type", base[key].get("type")) != base[key].get("type"):
+            if _is_component_table(path) and value.get("type", base[key].get("type")) != base[key].get("type"):
                 base[key] = {}
             _merge(base[key], origins, value, source, path)
         else:
@@ -211,6 +217,10 @@ def _merge(base: dict, origins: dict, override: dict, source: str, prefix: tuple
         origins[path] = source
         for sub in _leaf_paths(value, path):
             origins[sub] = source
+
+
+def _is_component_table(path: tuple) -> bool:
+    return path[:1] in [(s,) for s in COMPONENT_SECTIONS] or path in OPTIONAL_COMPONENTS or (len(path) == 2 and path[0] == "callbacks")
 
 
 def _leaf_paths(value, path):
@@ -242,27 +252,37 @@ def _check(recipe: Recipe) -> Recipe:
             origin = recipe.origins.get((key,), str(path))
             raise GantoolError(f"{origin}: unknown section [{key}]{suggest(key, TOP_LEVEL[1:])}")
     for section in COMPONENT_SECTIONS:
-        table = data.get(section)
-        if table is None:
+        if section not in data:
             raise GantoolError(f"{path}: missing section [{section}]; add it with a `type = \"...\"` key (see `gantool list {section}`)")
-        if not isinstance(table, dict):
-            raise GantoolError(f"{recipe.locate(section)}: expected a table, e.g. [{section}] with type = \"...\"")
-        if "type" not in table:
-            raise GantoolError(f"{recipe.origins.get((section,), path)}: [{section}] type: missing; name a {section}, e.g. type = \"...\" (see `gantool list {section}`)")
-        if not isinstance(table["type"], str):
-            raise GantoolError(f"{recipe.locate(section, 'type')}: expected a string name, got {table['type']!r}")
+        _check_component_table(recipe, (section,), section, type_required=True)
     for section, cls in ENGINE_SECTIONS.items():
         setattr(recipe, section, _section(recipe, cls, (section,)))
     if recipe.run.name == "":
         recipe.run.name = path.stem
-    optim = data.get("optimizer", {})
-    if not isinstance(optim, dict):
-        raise GantoolError(f"{recipe.locate('optimizer')}: expected tables [optimizer.generator] / [optimizer.discriminator]")
-    for key in optim:
-        if key not in OPTIMIZED:
-            raise GantoolError(f"{recipe.locate('optimizer', key)}: unknown optimizer{suggest(key, OPTIMIZED)}")
-    recipe.optimizer = {net: _section(recipe, OptimizerConfig, ("optimizer", net)) for net in OPTIMIZED}
+    if "augment" in data:
+        _check_component_table(recipe, ("augment",), "augmentation", type_required=True)
+    for section, kind in (("optimizer", "optimizer"), ("scheduler", "scheduler"), ("callbacks", "callback")):
+        tables = data.get(section, {})
+        example = "[callbacks.csv]" if section == "callbacks" else f"[{section}.generator]"
+        if not isinstance(tables, dict):
+            raise GantoolError(f"{recipe.locate(section)}: expected tables like {example}")
+        for key in tables:
+            if section != "callbacks" and key not in OPTIMIZED:
+                raise GantoolError(f"{recipe.locate(section, key)}: unknown network{suggest(key, OPTIMIZED)}")
+            _check_component_table(recipe, (section, key), kind, type_required=section == "scheduler")
     return recipe
+
+
+def _check_component_table(recipe: Recipe, path: tuple, kind: str, *, type_required: bool):
+    table = recipe.data[path[0]] if len(path) == 1 else recipe.data[path[0]][path[1]]
+    name = ".".join(path)
+    if not isinstance(table, dict):
+        raise GantoolError(f"{recipe.locate(*path)}: expected a table, e.g. [{name}] with type = \"...\"")
+    if type_required and "type" not in table:
+        where = recipe.origins.get(path, recipe.path)
+        raise GantoolError(f"{where}: [{name}] type: missing; name a {kind}, e.g. type = \"...\" (see `gantool list {kind}`)")
+    if "type" in table and not isinstance(table["type"], str):
+        raise GantoolError(f"{recipe.locate(*path, 'type')}: expected a string name, got {table['type']!r}")
 
 
 def _section(recipe: Recipe, cls, path: tuple):

@@ -107,8 +107,8 @@ class Registry:
         names = {c.name for c in self.list(kind)} | {a for c in self.list(kind) for a in c.aliases}
         raise GantoolError(f"no {kind} named {name!r}{suggest(name, names)} (see `gantool list {kind}`)")
 
-    def build(self, kind: str, name: str, params: dict | None = None, *, locate=None, **injected) -> Any:
-        """Validate ``params`` against the factory's signature, then construct it.
+    def build(self, kind: str, name: str, table: dict | None = None, /, *, locate=None, **injected) -> Any:
+        """Validate the recipe ``table`` against the factory's signature, then construct it.
 
         ``locate(key)`` says where a key came from ("recipe.toml: [generator] key") so
         every error names the file and the key.
@@ -122,7 +122,7 @@ class Registry:
             raise GantoolError(f"{locate('type')}: {e}") from None
         factory = component.load()
         try:
-            kwargs = validate(factory, dict(params or {}), injected=INJECTED.get(kind, ()))
+            kwargs = validate(factory, dict(table or {}), injected=INJECTED.get(kind, ()))
             return factory(**kwargs, **injected)
         except ParamError as e:
             hint = " (from the dataset)" if e.param in injected else ""

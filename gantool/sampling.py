@@ -1,7 +1,7 @@
 """Images out of a checkpoint: sample grids, individual PNGs and latent-space walks.
 
 Everything here needs only the checkpoint file: the generator is rebuilt from the
-metadata the engine stores in it (``engine.generator_from_checkpoint``), so a run folder
+metadata the engine stores in it (``generator_from_checkpoint``), so a run folder
 whose recipe was deleted or moved still samples. Latents are drawn on the CPU from a
 seeded ``torch.Generator``, so ``--seed S`` gives the same images on any device.
 """
@@ -57,14 +57,31 @@ def load_generator(path: Path, registry, device: torch.device, *, ema: bool | No
 
     ``ema=None`` uses the EMA generator when the checkpoint has one; ``True`` requires it.
     """
-    from gantool.engine import generator_from_checkpoint
-
     available = has_ema(path)
     if ema and not available:
         raise GantoolError(f"{path}: --ema asked for the EMA generator but this checkpoint has none (train with train.ema_decay, e.g. 0.999); use --no-ema")
     use_ema = available if ema is None else ema
     generator, meta = generator_from_checkpoint(path, registry, device, ema=use_ema)
     return generator, meta, "ema_generator" if use_ema else "generator"
+
+
+def generator_from_checkpoint(path: Path, registry, device="cpu", *, ema: bool = True):
+    """(generator, metadata) rebuilt from a checkpoint's metadata alone: no recipe file needed."""
+    from gantool.checkpoint import has_module, load_checkpoint, restore_module
+
+    tensors, meta = load_checkpoint(path)
+    params = dict(meta["recipe"]["generator"])
+    params.pop("type")
+    component = meta["components"]["generator"]
+    shape = tuple(meta["components"]["dataset"]["image_shape"])
+    try:
+        registry.get("generator", component["qualified_name"])
+    except GantoolError:
+        raise GantoolError(f"{path}: generator {component['qualified_name']!r} is not installed; install the plugin {component['plugin']!r}") from None
+    generator = registry.build("generator", component["qualified_name"], params, locate=lambda k: f"{path}: [generator] {k}", image_shape=shape)
+    source = "ema_generator" if ema and has_module(tensors, "ema_generator") else "generator"
+    restore_module(generator, tensors, source)
+    return generator.to(device).eval(), meta
 
 
 def seeded_latents(generator, n: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,10 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from gantool.checkpoint import load_checkpoint
-from gantool.engine import BatchStream, Trainer, generator_from_checkpoint, resolve_device
+from gantool.data import BatchStream
+from gantool.engine import Trainer
+from gantool.plan import resolve_device
+from gantool.sampling import generator_from_checkpoint
 from gantool.errors import GantoolError
 from gantool.plugins import get_registry
 from gantool.recipe import load_recipe
@@ -44,7 +47,7 @@ def test_training_changes_weights_and_losses_respond(tiny_recipe, tmp_path):
     trainer, _ = train(tiny_recipe, tmp_path / "run", "train.epochs=1")
     torch.manual_seed(0)
     fresh = get_registry().build("generator", "dcgan", {"latent_dim": 16, "base_channels": 8}, image_shape=(1, 16, 16))
-    moved = [not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trainer.G.cpu().state_dict().values())]
+    moved = [not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trainer.generator.cpu().state_dict().values())]
     assert sum(moved) > len(moved) // 2
 
 
@@ -132,7 +135,7 @@ def test_cli_run_and_resume(tiny_recipe, tmp_path):
 
 
 def test_ema_decay_warms_up_with_the_step():
-    from gantool.engine import EMA
+    from gantool.update import EMA
 
     net = torch.nn.Linear(2, 2)
     ema = EMA(net, 0.999)

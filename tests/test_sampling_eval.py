@@ -25,7 +25,10 @@ from conftest import TINY_RECIPE, run_cli
 from gantool import Generator, Metric
 from gantool.checkpoint import load_checkpoint
 from gantool.cli import cli
-from gantool.engine import EMA, Trainer, _mix, generator_from_checkpoint
+from gantool.data import mix_seed
+from gantool.engine import Trainer
+from gantool.sampling import generator_from_checkpoint
+from gantool.update import EMA
 from gantool.errors import GantoolError
 from gantool.evaluation import evaluate_checkpoint
 from gantool.plugins import get_registry, load_plugins
@@ -170,7 +173,7 @@ def test_ema_checkpoint_and_samples_use_the_ema_generator(run, tmp_path):
         assert torch.equal(value, tensors[f"ema_generator.{name}"])
 
     # The training-time grid (samples/final.png) was drawn by the EMA generator.
-    fixed_z = G_ema.sample_latent(16, generator=torch.Generator().manual_seed(_mix(0, 4)))
+    fixed_z = G_ema.sample_latent(16, generator=torch.Generator().manual_seed(mix_seed(0, 4)))
     with torch.no_grad():
         for G, name in ((G_ema, "ema.png"), (G_raw, "raw.png")):
             save_image(G(fixed_z), tmp_path / name, nrow=4, normalize=True, value_range=(-1, 1))

@@ -19,3 +19,9 @@ def gantool_register_components(registry):
                  summary="Least-squares GAN loss (Mao et al. 2017)")
     registry.add("loss", "wgan_gp", f"{_LOSSES}:WGANGPLoss",
                  summary="Wasserstein loss with gradient penalty (Gulrajani et al. 2017); use d_steps_per_g = 5")
+    registry.add("loss", "rasgan", f"{_LOSSES}:RaSGANLoss",
+                 summary="Relativistic average standard GAN (Jolicoeur-Martineau 2018): real vs the average fake")
+    registry.add("loss", "ralsgan", f"{_LOSSES}:RaLSGANLoss",
+                 summary="Relativistic average least-squares GAN (Jolicoeur-Martineau 2018)")
+    registry.add("loss", "rahinge", f"{_LOSSES}:RaHingeLoss",
+                 summary="Relativistic average hinge loss (Jolicoeur-Martineau 2018)")

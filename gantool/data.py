@@ -1,0 +1,85 @@
+"""The real batches of a run, in an order that depends only on (seed, batch index).
+
+Global batch ``g`` is a fixed slice of epoch ``g // steps_per_epoch``'s permutation, so
+a resumed run sees exactly the batches an uninterrupted one would, and every rank of a
+data-parallel run takes its own slice of the same global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gantool.errors import GantoolError
+
+
+def mix_seed(*numbers: int) -> int:
+    """A deterministic seed from integers (Python's hash() of strings varies per process)."""
+    h = 0x9E3779B97F4A7C15
+    for n in numbers:
+        h = (h ^ (n + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) % (1 << 63)
+    return h
+
+
+class BatchStream:
+    """Global batch ``g`` = a fixed slice of epoch ``g // steps_per_epoch``'s permutation.
+
+    In-memory datasets are indexed straight from one uint8 tensor (on the training
+    device when it fits); others go through a DataLoader with workers and pinned memory.
+    Under data parallelism each rank takes its own slice of the same global batch.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, *, num_workers=2, rank=0, world_size=1):
+        if batch_size % world_size:
+            raise GantoolError(f"{batch_size} does not divide over {world_size} processes")
+        self.dataset, self.seed, self.device = dataset, seed, device
+        self.global_batch, self.local_batch = batch_size, batch_size // world_size
+        self.rank, self.num_workers = rank, num_workers
+        self.images = dataset.as_tensor()
+        n = len(self.images) if self.images is not None else len(dataset)
+        if n < batch_size:
+            raise GantoolError(f"{batch_size} is larger than the dataset ({n} images); lower it")
+        self.size, self.steps_per_epoch = n, n // batch_size
+        if self.images is not None and device.type == "cuda" and self.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
+            self.images = self.images.to(device)
+        elif self.images is not None and device.type == "cuda":
+            self.images = self.images.pin_memory()
+        self._perm_epoch, self._perm = None, None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, 1, epoch))
+            self._perm, self._perm_epoch = torch.randperm(self.size, generator=g), epoch
+        return self._perm
+
+    def indices(self, g: int) -> torch.Tensor:
+        epoch, i = divmod(g, self.steps_per_epoch)
+        start = i * self.global_batch + self.rank * self.local_batch
+        return self.permutation(epoch)[start : start + self.local_batch]
+
+    def iterate(self, start: int):
+        """Yield float batches in [-1, 1] on the device, from global batch ``start`` on."""
+        batches = self._from_memory(start) if self.images is not None else self._from_loader(start)
+        for g, x in enumerate(batches, start):
+            if self.dataset.hflip:  # this rank's slice of the global batch's coin flips
+                coins = torch.rand(self.global_batch, generator=torch.Generator().manual_seed(mix_seed(self.seed, 2, g)))
+                flip = coins[self.rank * self.local_batch :][: len(x)] < 0.5
+                x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+            yield x
+
+    def _from_memory(self, start):
+        for g in range(start, 1 << 62):
+            idx = self.indices(g).to(self.images.device)
+            x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
+            yield x.float().div_(127.5).sub_(1.0)
+
+    def _from_loader(self, start):
+        g = start
+        while True:
+            epoch = g // self.steps_per_epoch
+            batches = [self.indices(i).tolist() for i in range(g, (epoch + 1) * self.steps_per_epoch)]
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
+            )
+            for x in loader:
+                yield x.to(self.device, non_blocking=True)
+            g = (epoch + 1) * self.steps_per_epoch

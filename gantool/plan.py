@@ -1,0 +1,252 @@
+"""The plan of a run: everything a recipe asks for, resolved, built and checked.
+
+``make_plan`` is shared by ``gantool check`` and ``gantool run``, so ``check`` catches
+every error ``run`` would: unknown names, bad parameters, a batch larger than the
+dataset, ``keep_best`` without a metric, and components that break the contract on the
+real shapes (``smoke_test`` calls G, D, the augmentation and the loss once and names
+the component whose output is wrong).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+
+import torch
+
+import gantool
+from gantool.data import BatchStream, mix_seed
+from gantool.errors import GantoolError
+from gantool.recipe import OPTIMIZED, Recipe
+
+
+@dataclasses.dataclass
+class Plan:
+    recipe: Recipe
+    device: torch.device
+    dataset: gantool.Dataset
+    generator: gantool.Generator
+    discriminator: gantool.Discriminator
+    loss: gantool.Loss
+    augment: gantool.Augmentation | None
+    optimizers: dict  # "generator" / "discriminator" -> torch.optim.Optimizer
+    schedulers: dict  # the same keys -> LRScheduler, for networks that have one
+    metrics: list  # [(name, Metric)]
+    callbacks: list  # [(name, Callback)] from [callbacks.*] and [log]
+    data: BatchStream
+    total_steps: int
+    channels_last: bool
+    amp_dtype: torch.dtype | None  # None: full precision
+    components: dict  # kind -> {"type", "qualified_name", "plugin", "version"}: stored in checkpoints
+
+
+def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -> Plan:
+    """Build every component of ``recipe`` on its device and check they fit together."""
+    train = recipe.train
+    device = resolve_device(recipe.run.device, recipe.locate("run", "device"))
+    if world_size > 1:
+        from gantool import distributed
+
+        device = distributed.rank_device(device, distributed.from_env())
+    if device.type == "cpu":
+        keep_freed_memory()
+    info = {}
+
+    def build(path, kind, **injected):
+        entry = recipe.component(*path)
+        if entry is None:
+            return None
+        name, params = entry
+        built = registry.build(kind, name, params, locate=lambda key: recipe.locate(*path, key), **injected)
+        component = registry.get(kind, name)
+        info[".".join(path)] = {"type": name, "qualified_name": component.qualified_name,
+                                "plugin": component.plugin, "version": component.version}
+        return built
+
+    # Model initialisation draws from the global RNG seeded here, in this order.
+    torch.manual_seed(recipe.run.seed)
+    dataset = build(("dataset",), "dataset")
+    shape = tuple(int(s) for s in dataset.image_shape)
+    info["dataset"]["image_shape"] = list(shape)
+    generator = build(("generator",), "generator", image_shape=shape).to(device)
+    discriminator = build(("discriminator",), "discriminator", image_shape=shape).to(device)
+    loss = build(("loss",), "loss")
+    amp_dtype = autocast_dtype(train.amp, device)
+    channels_last = channels_last_setting(train.channels_last, device, train.amp)
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+        discriminator = discriminator.to(memory_format=torch.channels_last)
+    try:
+        data = BatchStream(dataset, train.batch_size, recipe.run.seed, device,
+                           num_workers=train.num_workers, rank=rank, world_size=world_size)
+    except GantoolError as e:
+        raise GantoolError(f"{recipe.locate('train', 'batch_size')}: {e}") from None
+    per_epoch = data.steps_per_epoch // train.d_steps_per_g
+    if per_epoch == 0:
+        raise GantoolError(f"{recipe.locate('train', 'batch_size')}: too few batches per epoch for d_steps_per_g = {train.d_steps_per_g}")
+    total_steps = per_epoch * train.epochs if train.max_steps == 0 else min(train.max_steps, per_epoch * train.epochs)
+
+    # Nothing below may move the global RNG: training must draw exactly what it drew before.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        augment = build(("augment",), "augmentation")
+        if augment is not None:
+            augment = augment.to(device)
+        nets = {"generator": generator, "discriminator": discriminator}
+        optimizers = {net: build(("optimizer", net), "optimizer", params=list(nets[net].parameters())) for net in OPTIMIZED}
+        schedulers = {net: build(("scheduler", net), "scheduler", optimizer=optimizers[net], total_steps=total_steps)
+                      for net in OPTIMIZED}
+        schedulers = {net: s for net, s in schedulers.items() if s is not None}
+        metrics = [(name, build_metric(registry, recipe.data, name, lambda key, n=name: recipe.locate("eval", n, key)))
+                   for name in recipe.eval.metrics]
+        if train.keep_best and not metrics:
+            raise GantoolError(f"{recipe.locate('train', 'keep_best')}: no [eval] metrics to produce {train.keep_best!r}; add them, e.g. [eval] metrics = [\"fid\"]")
+        callbacks = [(name, build(("callbacks", name), "callback")) for name in recipe.callbacks()]
+        if recipe.log.tensorboard and "tensorboard" not in recipe.callbacks():
+            callbacks.append(("tensorboard", registry.build("callback", "gantool:tensorboard", {}, locate=lambda k: recipe.locate("log", "tensorboard"))))
+        plan = Plan(recipe, device, dataset, generator, discriminator, loss, augment, optimizers, schedulers, metrics,
+                    callbacks, data, total_steps, channels_last, amp_dtype, info)
+        smoke_test(plan)
+    return plan
+
+
+def build_metric(registry, recipe_data: dict, name: str, locate):
+    """A metric with its parameters from the recipe's ``[eval.<name>]`` table."""
+    params = recipe_data.get("eval", {}).get(name, {})
+    return registry.build("metric", name, params if isinstance(params, dict) else {}, locate=locate)
+
+
+def smoke_test(plan: Plan):
+    """Run G, D, the augmentation and the loss once on two real images, in eval mode.
+
+    Catches at ``check`` time what would otherwise fail mid-run with a bare PyTorch
+    error: wrong output shapes, a loss that returns a vector, a loss written for an
+    older contract. Weights, BN statistics and optimizer state are left untouched.
+    """
+    recipe, G, D = plan.recipe, plan.generator, plan.discriminator
+    names = {kind: plan.components[kind]["qualified_name"] for kind in ("generator", "discriminator", "loss")}
+    locate = {kind: recipe.locate(kind, "type") for kind in names}
+    modes = [(m, m.training) for m in (G, D, plan.augment) if m is not None]
+    for module, _ in modes:
+        module.eval()
+    try:
+        real = next(plan.data.iterate(0))[:2]
+        with torch.no_grad():
+            z = G.sample_latent(2, device=plan.device)
+            fake = _call(G, (z,), locate["generator"], names["generator"], "forward")
+        expected = (2, *plan.data.dataset.image_shape)
+        if tuple(fake.shape) != expected or not fake.is_floating_point():
+            raise GantoolError(f"{locate['generator']}: generator {names['generator']} makes {tuple(fake.shape)} {fake.dtype} from sample_latent(2); expected {expected} float")
+        if plan.augment is not None:
+            where = recipe.locate("augment", "type")
+            augmented = _call(plan.augment, (real,), where, plan.components["augment"]["qualified_name"], "forward")
+            if augmented.shape != real.shape:
+                raise GantoolError(f"{where}: augmentation changes the shape {tuple(real.shape)} to {tuple(augmented.shape)}; it must keep it")
+            real, fake = augmented, plan.augment(fake)
+        real_scores = _call(D, (real,), locate["discriminator"], names["discriminator"], "forward")
+        if tuple(real_scores.shape) != (2,):
+            raise GantoolError(f"{locate['discriminator']}: discriminator {names['discriminator']} returns scores of shape {tuple(real_scores.shape)} for 2 images; expected (2,) (one logit per image)")
+        ctx = gantool.StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake)
+        loss, where = plan.loss, (locate["loss"], names["loss"])
+        _check_scalar(_call(loss.discriminator_loss, (real_scores, D(fake), ctx), *where, "discriminator_loss"), *where, "discriminator_loss")
+        penalty = _call(loss.penalty, (ctx,), *where, "penalty")
+        if penalty is not None:
+            _check_scalar(penalty, *where, "penalty")
+        g_real = real_scores if loss.generator_needs_real_scores else None
+        _check_scalar(_call(loss.generator_loss, (g_real, D(fake), ctx), *where, "generator_loss"), *where, "generator_loss")
+    finally:
+        for module, training in modes:
+            module.train(training)
+        for net in (G, D):
+            net.zero_grad(set_to_none=True)
+
+
+def _call(fn, args, where: str, name: str, method: str):
+    try:
+        return fn(*args)
+    except GantoolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin's bug, reported against its recipe table
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise GantoolError(f"{where}: {name}.{method} failed on a real batch: {type(e).__name__}: {first}") from e
+
+
+def _check_scalar(value, where: str, name: str, method: str):
+    if not torch.is_tensor(value) or value.dim() != 0:
+        shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+        raise GantoolError(f"{where}: loss {name}.{method} returned {shape}; it must return a scalar tensor (e.g. .mean())")
+    if not value.requires_grad:
+        raise GantoolError(f"{where}: loss {name}.{method} returned a tensor without gradient; build it from the scores, not from .item() or detached values")
+
+
+# ----------------------------------------------------------------------------- device settings
+
+
+def resolve_device(spec: str, where: str = "[run] device") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise GantoolError(f"{where}: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GantoolError(f"{where}: {spec!r} requested but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GantoolError(f"{where}: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise GantoolError(f"{where}: 'mps' requested but not available here; use device = \"auto\" or \"cpu\"")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise GantoolError(f"{where}: unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only where it pays: CUDA (bf16 if supported, else fp16); None = fp32."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def channels_last_setting(option, device: torch.device, amp: str) -> bool:
+    """``train.channels_last``; "auto" = NHWC where it pays: CPU convolutions (oneDNN; a
+    DCGAN-64 step measured ~15% faster, docs/performance.md) and CUDA under mixed
+    precision (tensor cores want NHWC). Off on MPS and for CUDA in fp32."""
+    if option != "auto":
+        return bool(option)
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and autocast_dtype(amp, device) is not None
+
+
+def keep_freed_memory():
+    """Let glibc reuse freed activation memory instead of returning it to the OS.
+
+    By default every allocation above a (dynamic) threshold is a fresh mmap that the
+    kernel zero-fills page by page; a DCGAN-64 step then takes ~25,000 page faults.
+    Raising the mmap and trim thresholds keeps the step's working set in the heap, as
+    CUDA's caching allocator does on GPUs: measured 4-5% less CPU time per step (see
+    docs/performance.md); RSS stays at the step's peak. Linux/glibc only, process-wide,
+    a no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (e.g. musl): keep the defaults
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def fixed_latents(generator: gantool.Generator, n: int, seed: int, device) -> torch.Tensor:
+    """The sample grid's latents: the same for every step of a run, from their own seed."""
+    return generator.sample_latent(n, generator=torch.Generator().manual_seed(mix_seed(seed, 4))).to(device)
