@@ -1,8 +1,8 @@
 """The ``gantool`` command line.
 
 User errors (bad recipe, unknown name, missing data) print one line and exit 2; a run
-that fails exits 1. ``--debug`` shows the traceback. ``--help``, ``list`` and
-``plugins`` never import torch.
+that fails exits 1. ``--debug`` shows the traceback. ``--help``, ``list``,
+``plugins`` and ``info SECTION`` never import torch.
 """
 
 from __future__ import annotations
@@ -99,11 +99,35 @@ def list_cmd(kind, pattern, as_json):
     _console().print(table)
 
 
+def _info_choice():
+    from gantool.reference import SECTIONS
+
+    return click.Choice([*KINDS, *(s for s in SECTIONS if s not in KINDS)])
+
+
 @cli.command()
-@click.argument("kind", type=KIND_CHOICE)
-@click.argument("name")
+@click.argument("kind", metavar="KIND_OR_SECTION", type=_info_choice())
+@click.argument("name", required=False)
 def info(kind, name):
-    """Parameters (type, default, doc) and source of one component."""
+    """Parameters (type, default, doc) and source of one component; or, without NAME, the keys of a recipe section.
+
+    `gantool info generator dcgan`; `gantool info train` (sections: run, train, eval, log, augment, optimizer,
+    scheduler, callbacks). docs/recipes.md has every section.
+    """
+    from gantool.recipe import ENGINE_SECTIONS, TABLE_KINDS
+    from gantool.reference import SECTIONS
+
+    if name is None:
+        if kind not in SECTIONS:
+            raise GantoolError(f"gantool info {kind}: which {kind}? e.g. `gantool info {kind} NAME` "
+                               f"(see `gantool list {kind}`); without a name, info takes a recipe section: "
+                               f"{', '.join(SECTIONS)}")
+        _info_section(kind)
+        return
+    if kind in ENGINE_SECTIONS and kind not in TABLE_KINDS:
+        raise GantoolError(f"gantool info {kind} {name}: [{kind}] is a recipe section, not a component kind; "
+                           f"use `gantool info {kind}`")
+    kind = TABLE_KINDS.get(kind, kind)  # `info callbacks csv` = `info callback csv`, `info eval fid` = metric fid
     import inspect
 
     from rich.table import Table
@@ -127,6 +151,26 @@ def info(kind, name):
     console.print(table)
     if kind in ("generator", "discriminator"):
         console.print("image_shape is injected by the engine from the dataset.")
+
+
+def _info_section(name: str):
+    """`gantool info train`: the same reference as docs/recipes.md, without importing torch."""
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    from gantool.reference import info_sections
+
+    console = _console()
+    for i, s in enumerate(info_sections(name)):
+        console.print(("\n" if i else "") + f"[bold]{escape(s.header)}[/]  {escape(s.summary)}", highlight=False)
+        for note in s.notes:  # indented, wrapped lines included
+            console.print(Padding(Text(note), (0, 0, 0, 2)))
+        if s.keys:
+            table = Table("key", "type", "default", "doc", box=None, header_style="bold")
+            for k in s.keys:
+                table.add_row(*map(escape, (k.name, k.type, k.default, k.doc)))
+            console.print(table)
 
 
 @cli.command()
@@ -212,7 +256,8 @@ def run(ctx, recipe, overrides, out, resume, nproc):
 
     summary = engine.run(r, _registry(), out_dir=out, resume=resume)
     if summary.get("rank", 0) == 0:
-        click.echo(f"done: {summary['steps']} steps, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
+        stopped = f" (stopped early: {summary['stop_reason']})" if summary.get("status") == "stopped" else ""
+        click.echo(f"done: {summary['steps']} steps{stopped}, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
 
 
 @cli.group()

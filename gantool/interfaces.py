@@ -94,8 +94,8 @@ class Augmentation(nn.Module):
     (an adaptive probability) belongs in buffers: the module's ``state_dict`` is saved.
     """
 
-    def update(self, real_scores: torch.Tensor, step: int):
-        """Called after every discriminator update with D's (detached) real scores."""
+    def update(self, real_scores: torch.Tensor, ctx: StepContext):
+        """Called after every discriminator update with D's (detached) real scores; log with ``ctx.log``."""
 
 
 class Callback:

@@ -23,14 +23,22 @@ OPTIONAL_COMPONENTS = {
     **{("optimizer", net): "gantool:adam" for net in OPTIMIZED},
     **{("scheduler", net): None for net in OPTIMIZED},
 }
+# The registry kind whose names each component table's `type` takes (`gantool list KIND`);
+# an [eval.<metric>] table's name is the metric.
+TABLE_KINDS = {
+    **{s: s for s in COMPONENT_SECTIONS},
+    "augment": "augmentation", "optimizer": "optimizer", "scheduler": "scheduler", "callbacks": "callback", "eval": "metric",
+}
 
 
 @dataclasses.dataclass
 class RunConfig:
-    """Args:
-    name: run name; outputs go to runs/<name>/<timestamp>/ (default: the recipe's file name)
-    seed: seeds model init, latents and data order
-    device: auto | cpu | cuda | cuda:N | mps
+    """What the run is called, how it is seeded, where it runs.
+
+    Args:
+        name: run name; outputs go to runs/<name>/<timestamp>/ (default: the recipe's file name)
+        seed: seeds model init, latents and data order
+        device: auto | cpu | cuda | cuda:N | mps
     """
 
     name: str = ""
@@ -40,21 +48,24 @@ class RunConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Args:
-    batch_size: images per step (global, across all processes)
-    epochs: passes over the dataset
-    max_steps: stop after this many generator steps (0 = no limit)
-    d_steps_per_g: discriminator steps per generator step (WGAN-GP: 5)
-    log_every: steps between metric log lines (device values are read only then)
-    sample_every: steps between sample grids (0 = only at the end)
-    checkpoint_every: steps between checkpoints (0 = only at the end)
-    sample_grid: number of images in the sample grid
-    ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
-    keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
-    amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
-    compile: torch.compile the networks (helps on recent GPUs; off by default)
-    channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN) and for CUDA with amp, off otherwise
-    num_workers: DataLoader workers for datasets too large for memory
+    """How long to train, how often to log, sample and checkpoint, and how fast.
+
+    Args:
+        batch_size: images per step (global, across all processes)
+        epochs: passes over the dataset
+        max_steps: stop after this many generator steps (0 = no limit)
+        d_steps_per_g: discriminator steps per generator step (WGAN-GP: 5)
+        log_every: steps between metric log lines (device values are read only then)
+        sample_every: steps between sample grids (0 = only at the end)
+        checkpoint_every: steps between checkpoints (0 = only at the end)
+        sample_grid: number of images in the sample grid
+        ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
+        keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
+        amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
+        compile: torch.compile the networks (helps on recent GPUs; off by default)
+        channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN)
+            and for CUDA with amp, off otherwise
+        num_workers: DataLoader workers for datasets too large for memory
     """
 
     batch_size: Annotated[int, Range(ge=1)] = 128
@@ -75,10 +86,12 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Args:
-    metrics: metric names to compute during training and at the end, e.g. ["fid", "coverage"]
-    every: steps between evaluations (0 = only at the end)
-    n_samples: generated images per evaluation
+    """Which metrics score the generator during training, and how often.
+
+    Args:
+        metrics: metric names to compute during training and at the end, e.g. ["fid", "coverage"]
+        every: steps between evaluations (0 = only at the end)
+        n_samples: generated images per evaluation
     """
 
     metrics: list[str] = dataclasses.field(default_factory=list)
@@ -88,8 +101,10 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class LogConfig:
-    """Args:
-    tensorboard: also write TensorBoard scalars and sample grids (needs `tensorboard`)
+    """Extra logging beyond metrics.jsonl and the progress display.
+
+    Args:
+        tensorboard: also write TensorBoard scalars and sample grids (needs `tensorboard`)
     """
 
     tensorboard: bool = False
@@ -260,8 +275,8 @@ def _check(recipe: Recipe) -> Recipe:
     if recipe.run.name == "":
         recipe.run.name = path.stem
     if "augment" in data:
-        _check_component_table(recipe, ("augment",), "augmentation", type_required=True)
-    for section, kind in (("optimizer", "optimizer"), ("scheduler", "scheduler"), ("callbacks", "callback")):
+        _check_component_table(recipe, ("augment",), TABLE_KINDS["augment"], type_required=True)
+    for section, kind in ((s, TABLE_KINDS[s]) for s in ("optimizer", "scheduler", "callbacks")):
         tables = data.get(section, {})
         example = "[callbacks.csv]" if section == "callbacks" else f"[{section}.generator]"
         if not isinstance(tables, dict):

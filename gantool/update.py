@@ -81,7 +81,7 @@ class GANUpdate:
                     loss_d = loss_d + penalty
             D.optimize(loss_d)
             if self.augment is not None:
-                self.augment.update(real_scores.detach(), step)
+                self.augment.update(real_scores.detach(), ctx)
 
         D.module.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         ctx.fake = fake

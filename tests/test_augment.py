@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import gantool
+
 from gantool import GantoolError
 from gantool.plugins import get_registry
 
@@ -111,9 +113,13 @@ def test_bad_policy_names():
     assert _aug(policy=" translation , color ").policy == ("translation", "color")
 
 
+def _ctx(step):
+    return gantool.StepContext(step=step, batch=step, generator=None, discriminator=None, real=None, fake=None)
+
+
 def _update(ada, sign, calls, n=8):
     for step in range(calls):
-        ada.update(torch.full((n,), sign * 2.0), step)
+        ada.update(torch.full((n,), sign * 2.0), _ctx(step))
 
 
 def test_ada_p_rises_when_d_overfits_and_falls_otherwise():
@@ -133,9 +139,9 @@ def test_ada_p_rises_when_d_overfits_and_falls_otherwise():
 
 def test_ada_uses_the_mean_sign_against_the_target():
     ada = _aug("ada", interval=1, speed_kimg=0.1, initial_p=0.5, target=0.6)
-    ada.update(torch.tensor([1.0, 1.0, -1.0, 1.0]), 0)  # r_t = 0.5 < 0.6: less augmentation
+    ada.update(torch.tensor([1.0, 1.0, -1.0, 1.0]), _ctx(0))  # r_t = 0.5 < 0.6: less augmentation
     assert ada.p.item() == pytest.approx(0.5 - 4 / 100)
-    ada.update(torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]), 1)  # r_t = 5/6 > 0.6
+    ada.update(torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]), _ctx(1))  # r_t = 5/6 > 0.6
     assert ada.p.item() == pytest.approx(0.5 - 4 / 100 + 6 / 100)
 
 
@@ -166,6 +172,6 @@ def test_forward_and_update_never_read_the_device(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
     for aug in (ada, _aug()):
         aug(x).sum().backward()
-    ada.update(torch.randn(8), 0)
+    ada.update(torch.randn(8), _ctx(0))
     monkeypatch.undo()
     assert isinstance(ada.p, torch.Tensor) and ada.p.item() != 0.5

@@ -230,7 +230,7 @@ def test_mlflow_missing_via_sys_modules(monkeypatch):
 # --- tensorboard -------------------------------------------------------------------------------
 
 def test_tensorboard_missing_is_one_line_error(monkeypatch):
-    hide_module(monkeypatch, "tensorboard")
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(GantoolError) as info:
         build("tensorboard")
     message = "[callback] tensorboard: tensorboard is not installed; pip install 'gantool[tensorboard]'"

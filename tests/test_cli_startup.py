@@ -1,4 +1,4 @@
-"""`gantool --help`, `list` and `plugins` must not import torch (it alone costs ~2 s).
+"""`gantool --help`, `list`, `plugins` and `info SECTION` must not import torch (it alone costs ~2 s).
 
 Each check runs in a fresh interpreter (the test process itself has torch loaded),
 invokes the real click group through CliRunner and reports which heavy modules
@@ -31,7 +31,8 @@ def probe(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["list", "generator"], ["plugins"], ["plugins", "--json"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["list", "generator"], ["plugins"], ["plugins", "--json"],
+                                  ["info", "train"], ["info", "eval"], ["info", "optimizer"]])
 def test_fast_commands_do_not_import_torch(args):
     r = probe(*args)
     assert r["exit_code"] == 0, r["output"]

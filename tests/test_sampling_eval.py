@@ -411,7 +411,7 @@ def test_tensorboard_gets_scalars_eval_values_and_sample_grids(tiny_recipe, tmp_
     calls = []
 
     class FakeWriter:
-        def __init__(self, logdir):
+        def __init__(self, logdir, purge_step=None):
             calls.append(("init", logdir))
 
         def add_scalar(self, tag, value, step):

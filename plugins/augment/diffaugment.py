@@ -183,8 +183,8 @@ class AdaptiveAugment(Augmentation):
         return diff_augment(images, self.policy, self.probability, self.translation_ratio, self.cutout_ratio)
 
     @torch.no_grad()
-    def update(self, real_scores: torch.Tensor, step: int):
-        """Accumulate sign(real_scores); every ``interval`` calls adjust p. All on the device."""
+    def update(self, real_scores: torch.Tensor, ctx):
+        """Accumulate sign(real_scores); every ``interval`` calls adjust p. All on the device; p is logged."""
         scores = real_scores.detach().float()
         self.sign_sum += scores.sign().sum()
         self.score_count += scores.numel()
@@ -195,6 +195,7 @@ class AdaptiveAugment(Augmentation):
         self.probability.copy_(torch.where(due, adjusted.clamp(0, 1), self.probability))
         for buffer in (self.sign_sum, self.score_count, self.calls):
             buffer.masked_fill_(due, 0)
+        ctx.log("augment_p", self.probability)
 
     def extra_repr(self) -> str:
         return (f"policy={','.join(self.policy)!r}, target={self.target}, interval={self.interval}, "

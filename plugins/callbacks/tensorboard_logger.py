@@ -6,7 +6,6 @@ event files; it needs the ``tensorboard`` package.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -23,8 +22,10 @@ class TensorBoardLogger(Callback):
     """
 
     def __init__(self):
-        if importlib.util.find_spec("tensorboard") is None:  # checked here so `gantool check` reports it
-            raise GantoolError("tensorboard is not installed; pip install 'gantool[tensorboard]'")
+        try:  # checked here so `gantool check` reports it
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise GantoolError("tensorboard is not installed; pip install 'gantool[tensorboard]'") from None
         self.writer = None
 
     def on_run_start(self, run) -> None:

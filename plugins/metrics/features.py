@@ -279,13 +279,21 @@ def file_digest(path: Path) -> str:
     return _DIGESTS[key]
 
 
+def _own_rng():
+    """Building a network draws its (soon overwritten) initial weights from the global RNG:
+    keep that away from training's RNG, or the first evaluation in a process would change
+    the run (and a resumed run, evaluating first at another step, would differ)."""
+    return torch.random.fork_rng(devices=[])
+
+
 def get_extractor(name: str, *, device="cpu", inception_weights: str = ""):
     """The extractor called ``name`` on ``device``, built once per process and reused."""
     device = torch.device(device)
     if name == "digits":
         key = ("digits", str(device))
         if key not in _EXTRACTORS:
-            _EXTRACTORS[key] = DigitFeatures(device=device)
+            with _own_rng():
+                _EXTRACTORS[key] = DigitFeatures(device=device)
         return _EXTRACTORS[key]
     if name == "inception":
         if not inception_weights:
@@ -293,6 +301,7 @@ def get_extractor(name: str, *, device="cpu", inception_weights: str = ""):
         path = Path(inception_weights).expanduser().resolve()
         key = ("inception", str(path), str(device))
         if key not in _EXTRACTORS:
-            _EXTRACTORS[key] = InceptionFeatures(path, device=device)
+            with _own_rng():
+                _EXTRACTORS[key] = InceptionFeatures(path, device=device)
         return _EXTRACTORS[key]
     raise GantoolError(f"unknown feature extractor {name!r}; use 'digits' or 'inception'")

@@ -30,3 +30,26 @@ class MLPGenerator(gantool.Generator):
 
     def forward(self, z):
         return self.net(z).view(len(z), *self.image_shape)
+
+
+class MLPDiscriminator(gantool.Discriminator):
+    """image -> hidden layers -> one raw score (no sigmoid).
+
+    Args:
+        hidden: width of each hidden layer
+        layers: number of hidden layers
+    """
+
+    def __init__(self, *, image_shape: tuple[int, int, int], hidden: Annotated[int, gantool.Range(ge=1)] = 256,
+                 layers: Annotated[int, gantool.Range(ge=1, le=8)] = 2):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        blocks, width = [nn.Flatten()], int(torch.tensor(self.image_shape).prod())
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2, inplace=True)]
+            width = hidden
+        blocks += [nn.Linear(width, 1)]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)

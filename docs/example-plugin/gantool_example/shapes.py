@@ -40,3 +40,31 @@ class Shapes(gantool.Dataset):
 
     def __getitem__(self, index):
         return self.images[index].float() / 127.5 - 1
+
+
+class BrightnessGap(gantool.Metric):
+    """Absolute difference between the mean pixel value of generated and real images.
+
+    Not a quality metric, a sanity check: a generator stuck on black or white shows it at once.
+
+    Args:
+        seed: seed of the latents (its own generator: metrics never touch the global RNG)
+    """
+
+    goals = {"brightness_gap": "min"}
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+        self.protocol = {"feature": "mean pixel value", "seed": seed}
+
+    def compute(self, generator, dataset, *, n, device):
+        z = generator.sample_latent(n, generator=torch.Generator().manual_seed(self.seed)).to(device)
+        fake = generator(z).float().mean().item()
+        n_real = min(n, len(dataset))
+        images = dataset.as_tensor()
+        if images is not None:
+            real = (images[:n_real].float() / 127.5 - 1).mean().item()
+        else:
+            real = torch.stack([dataset[i] for i in range(n_real)]).mean().item()
+        self.protocol = {**self.protocol, "n_fake": n, "n_real": n_real}
+        return {"brightness_gap": abs(fake - real)}
