@@ -6,7 +6,9 @@ the same data for the same number of steps, each in a fresh process, alternating
 A/B/A/B for ``--rounds`` rounds (the order rotates every round so drift in machine
 load hits both). With ``--bare`` a third contender, ``bare_loop.py`` (gantool's
 components and data path in the shortest possible loop), measures the engine's own
-overhead.
+overhead. With ``--baseline PATH/TO/gantool`` a fourth contender, another installation's
+``gantool`` (e.g. the previous commit in its own venv), is timed the same way: the
+before/after figure of an engine change, A/B in one run.
 
 Configurations:
   dcgan64-jpeg  DCGAN 64x64, batch 64, ngf = ndf = 64, on a folder of 64x64 JPEGs
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -174,11 +177,12 @@ def run_reference(cfg, work, tag, *, steps, warmup, env=None) -> dict:
             "process_s": wall, "peak_rss_mb": rss, "others_cpu": others}
 
 
-def run_gantool(cfg, work, tag, *, steps, warmup, overrides) -> dict:
+def run_gantool(cfg, work, tag, *, steps, warmup, overrides, exe=GANTOOL) -> dict:
     recipe = write_recipe(work / f"{tag}.toml", cfg, steps=steps, warmup=warmup)
     out = work / f"{tag}-run"
     log = work / f"{tag}.log"
-    cmd = [GANTOOL, "run", str(recipe), "--out", str(out)]
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [exe, "run", str(recipe), "--out", str(out)]
     for o in overrides:
         cmd += ["--set", o]
     wall, rss, rc, others = run_process(cmd, log, env=dict(os.environ, NO_COLOR="1"))
@@ -244,7 +248,7 @@ def summarize(name, cfg, results, fl) -> dict:
     out = {"config": name, "batch_size": cfg["batch"], "image_size": cfg["image_size"], **fl, "impls": {}}
     for impl, runs in results.items():
         ips = [r["images_per_s"] for r in runs]
-        per_image = fl["reference_gflop_per_image"] if impl == "reference" else fl["gantool_gflop_per_image"]
+        per_image = fl["reference_gflop_per_image"] if impl == "reference" else fl["gantool_gflop_per_image"]  # baseline: gantool's
         peak = fl["conv_gflops"] if impl == "reference" else fl["conv_gflops_gantool_layout"]
         med = statistics.median(ips)
         out["impls"][impl] = {
@@ -260,6 +264,9 @@ def summarize(name, cfg, results, fl) -> dict:
     if "reference" in imp and "gantool" in imp:
         out["ratio"] = imp["gantool"]["images_per_s"] / imp["reference"]["images_per_s"]
         out["ratio_per_round"] = [g["images_per_s"] / r["images_per_s"] for g, r in zip(results["gantool"], results["reference"])]
+    if "baseline" in imp and "gantool" in imp:
+        out["vs_baseline"] = imp["gantool"]["images_per_s"] / imp["baseline"]["images_per_s"]
+        out["vs_baseline_per_round"] = [g["images_per_s"] / b["images_per_s"] for g, b in zip(results["gantool"], results["baseline"])]
     if "bare" in imp and "gantool" in imp:
         out["engine_overhead"] = 1 - imp["gantool"]["images_per_s"] / imp["bare"]["images_per_s"]
     return out
@@ -278,6 +285,9 @@ def print_table(s: dict):
     if "ratio" in s:
         per = " ".join(f"{x:.2f}" for x in s["ratio_per_round"])
         print(f"gantool / reference: {s['ratio']:.2f}x  (per round: {per})")
+    if "vs_baseline" in s:
+        per = " ".join(f"{x:.3f}" for x in s["vs_baseline_per_round"])
+        print(f"gantool / baseline: {s['vs_baseline']:.3f}x  (per round: {per})")
     if "engine_overhead" in s:
         print(f"engine overhead vs bare loop: {s['engine_overhead']:+.1%}")
 
@@ -312,6 +322,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (steps must be a multiple)")
     p.add_argument("--images", type=int, default=2048, help="images in the generated datasets")
     p.add_argument("--bare", action="store_true", help="also time bare_loop.py (engine overhead)")
+    p.add_argument("--baseline", metavar="GANTOOL", help="also time this gantool executable (another installation)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop (e.g. for a pure --baseline A/B)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="recipe override for gantool and the bare loop, e.g. train.channels_last=true")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -356,7 +368,7 @@ def main(argv=None):
         helper = [PY, str(HERE / "train_speed.py"), "--work", str(a.work), "--images", str(a.images), "--helper", name]
         subprocess.run(helper + ["prepare"], check=True)
         before = analyze_in_subprocess(helper, channels_last)  # conv throughput: best of before and after
-        impls = ["reference", "gantool"] + (["bare"] if a.bare else [])
+        impls = ([] if a.no_reference else ["reference"]) + ["gantool"] + (["baseline"] if a.baseline else []) + (["bare"] if a.bare else [])
         results = {i: [] for i in impls}
         for rnd in range(a.rounds):
             order = impls[rnd % len(impls):] + impls[: rnd % len(impls)]
@@ -369,8 +381,9 @@ def main(argv=None):
                 kw = dict(steps=a.steps, warmup=a.warmup)
                 if impl == "reference":
                     r = run_reference(cfg, a.work, tag, env={**os.environ, **ref_env}, **kw)
-                elif impl == "gantool":
-                    r = run_gantool(cfg, a.work, tag, overrides=a.overrides, **kw)
+                elif impl in ("gantool", "baseline"):
+                    exe = a.baseline if impl == "baseline" else GANTOOL
+                    r = run_gantool(cfg, a.work, tag, overrides=a.overrides, exe=exe, **kw)
                 else:
                     r = run_bare(cfg, a.work, tag, overrides=a.overrides, **kw)
                 results[impl].append(r)

@@ -176,20 +176,51 @@ def _info_section(name: str):
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json):
-    """Plugin distributions, versions and load status."""
+    """Plugin distributions, versions, load status and load time (import + registration).
+
+    Warns about a plugin whose loading imported torch: that slows every `gantool list`.
+    """
+    import dataclasses
+
     from gantool.plugins import plugin_statuses
 
     statuses = plugin_statuses()
     if as_json:
-        click.echo(json.dumps([dict(name=s.name, version=s.version, entry_point=s.entry_point, status=s.status, error=s.error) for s in statuses], indent=2))
+        click.echo(json.dumps([dataclasses.asdict(s) for s in statuses], indent=2))
         return
     from rich.table import Table
 
-    table = Table("plugin", "version", "entry point", "status", "error", box=None, header_style="bold")
+    table = Table("plugin", "version", "entry point", "status", "load ms", "error", box=None, header_style="bold")
     for s in statuses:
-        table.add_row(*map(escape, (s.name, s.version, s.entry_point, s.status, s.error or "")))
+        load = "" if s.status == "disabled" else f"{s.load_ms:.1f}" + (" (imports torch)" if s.imports_torch else "")
+        table.add_row(*map(escape, (s.name, s.version, s.entry_point, s.status, load, s.error or "")))
     _console().print(table)
+    for s in statuses:
+        if s.imports_torch:
+            click.echo(f"warning: plugin {s.name} ({s.entry_point}) imports torch while loading ({s.load_ms:.0f} ms), "
+                       "which slows every `gantool list`; register lazy \"module:attr\" factory strings", err=True)
 
+
+@cli.group()
+def plugin():
+    """Write a plugin of your own."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--kind", type=KIND_CHOICE, default="generator", show_default=True, help="The component to start with.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path(),
+              help="Folder to write gantool-NAME/ in (default: the current folder).")
+def plugin_new(name, kind, out):
+    """Write gantool-NAME/: a plugin distribution with one KIND component, tests and a recipe.
+
+    The tests use gantool.testing (contract checks and an exact-resume run); see its README.
+    """
+    from gantool.template import write_plugin
+
+    folder, qualified = write_plugin(name, kind, out)
+    click.echo(f"wrote {folder}/: the {kind} {qualified}, its tests, a recipe and a README")
+    click.echo(f"next: pip install -e {folder}  &&  pytest {folder}  &&  gantool list {kind}")
 
 def _load(recipe_path, overrides):
     from gantool.recipe import load_recipe

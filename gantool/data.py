@@ -28,7 +28,8 @@ class BatchStream:
     Under data parallelism each rank takes its own slice of the same global batch.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, *, num_workers=2, rank=0, world_size=1):
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, *,
+                 num_workers=2, rank=0, world_size=1):
         if batch_size % world_size:
             raise GantoolError(f"{batch_size} does not divide over {world_size} processes")
         self.dataset, self.seed, self.device = dataset, seed, device
@@ -39,10 +40,9 @@ class BatchStream:
         if n < batch_size:
             raise GantoolError(f"{batch_size} is larger than the dataset ({n} images); lower it")
         self.size, self.steps_per_epoch = n, n // batch_size
-        if self.images is not None and device.type == "cuda" and self.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
-            self.images = self.images.to(device)
-        elif self.images is not None and device.type == "cuda":
-            self.images = self.images.pin_memory()
+        if self.images is not None and device.type == "cuda":  # on the GPU if it fits, else pinned for fast copies
+            fits = self.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]
+            self.images = self.images.to(device) if fits else self.images.pin_memory()
         self._perm_epoch, self._perm = None, None
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -61,7 +61,8 @@ class BatchStream:
         batches = self._from_memory(start) if self.images is not None else self._from_loader(start)
         for g, x in enumerate(batches, start):
             if self.dataset.hflip:  # this rank's slice of the global batch's coin flips
-                coins = torch.rand(self.global_batch, generator=torch.Generator().manual_seed(mix_seed(self.seed, 2, g)))
+                flips = torch.Generator().manual_seed(mix_seed(self.seed, 2, g))
+                coins = torch.rand(self.global_batch, generator=flips)
                 flip = coins[self.rank * self.local_batch :][: len(x)] < 0.5
                 x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
             yield x

@@ -38,7 +38,8 @@ class Trainer:
     """One training run. Callbacks receive it as ``run``: the attributes documented in
     docs/plugins.md ("The run a callback sees") are the public surface."""
 
-    def __init__(self, recipe: Recipe, registry, out_dir: Path, *, resume: bool = False, console=None, rank=0, world_size=1):
+    def __init__(self, recipe: Recipe, registry, out_dir: Path, *, resume: bool = False, console=None,
+                 rank=0, world_size=1):
         self.recipe, self.out_dir = recipe, Path(out_dir)
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.plan = make_plan(recipe, registry, rank=rank, world_size=world_size)
@@ -129,7 +130,8 @@ class Trainer:
                 now = time.perf_counter()
                 values = self._read_stats(sums, counts, interrupt)  # the only host sync, every log_every steps
                 rate = (self.batches_seen - batches_at_log) * self.plan.data.global_batch / max(now - t_log, 1e-9)
-                self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values, "images_per_s": rate, "time_s": now - t_start})
+                self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values,
+                                     "images_per_s": rate, "time_s": now - t_start})
                 sums, counts, t_log, batches_at_log = {}, {}, now, self.batches_seen
             if self.recipe.eval.every and self.step % self.recipe.eval.every == 0:
                 self.evaluate()
@@ -238,7 +240,8 @@ class Trainer:
         if not self.is_main:
             return path
         metadata = {
-            "format": "gantool-checkpoint-1", "gantool_version": gantool.__version__, "torch_version": torch.__version__,
+            "format": "gantool-checkpoint-1", "gantool_version": gantool.__version__,
+            "torch_version": torch.__version__,
             "step": self.step, "epoch": self.epoch, "batches_seen": self.batches_seen, "best": self.best,
             "recipe": self.recipe.data, "components": self.components,
             "schedulers": {net: s.state_dict() for net, s in self.plan.schedulers.items()},
@@ -253,7 +256,8 @@ class Trainer:
         for kind, info in meta["components"].items():
             mine = self.components.get(kind, {}).get("qualified_name")
             if info["qualified_name"] != mine:
-                raise GantoolError(f"{path}: checkpoint's {kind} is {info['qualified_name']}, the recipe's is {mine}; resume with the run's own recipe ({path.parent.parent / 'recipe.toml'})")
+                raise GantoolError(f"{path}: checkpoint's {kind} is {info['qualified_name']}, the recipe's is {mine}; "
+                                   f"resume with the run's own recipe ({path.parent.parent / 'recipe.toml'})")
         for name, module in self._stateful_modules().items():
             source = "generator" if name == "ema_generator" and not has_module(tensors, name) else name
             restore_module(module, tensors, source)
@@ -332,7 +336,8 @@ def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool =
     distributed.init(device)
     try:
         out_dir = distributed.broadcast_object(out_dir, ctx)  # rank 0's timestamped folder
-        trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console, rank=ctx.rank, world_size=ctx.world_size)
+        trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console,
+                          rank=ctx.rank, world_size=ctx.world_size)
         return trainer.fit()
     finally:
         distributed.shutdown()

@@ -72,10 +72,12 @@ class Loss:
 
     generator_needs_real_scores: bool = False
 
-    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                           ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
 
-    def generator_loss(self, real_scores: torch.Tensor | None, fake_scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor | None, fake_scores: torch.Tensor,
+                       ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
 
     def penalty(self, ctx: StepContext) -> torch.Tensor | None:

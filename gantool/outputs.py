@@ -109,7 +109,9 @@ class Checkpoints(gantool.Callback):
         if not key:
             return
         if key not in results:
-            raise GantoolError(f"{run.recipe.locate('train', 'keep_best')}: metric key {key!r} not produced by [eval] metrics (got {', '.join(results) or 'none'})")
+            got = ", ".join(results) or "none"
+            raise GantoolError(f"{run.recipe.locate('train', 'keep_best')}: metric key {key!r} "
+                               f"not produced by [eval] metrics (got {got})")
         goal = next((m.goals[key] for _, m in run.plan.metrics if key in getattr(m, "goals", {})), "min")
         value = results[key]
         if run.best is None or (value < run.best["value"] if goal == "min" else value > run.best["value"]):

@@ -84,7 +84,8 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         raise GantoolError(f"{recipe.locate('train', 'batch_size')}: {e}") from None
     per_epoch = data.steps_per_epoch // train.d_steps_per_g
     if per_epoch == 0:
-        raise GantoolError(f"{recipe.locate('train', 'batch_size')}: too few batches per epoch for d_steps_per_g = {train.d_steps_per_g}")
+        raise GantoolError(f"{recipe.locate('train', 'batch_size')}: too few batches per epoch "
+                           f"for d_steps_per_g = {train.d_steps_per_g}")
     total_steps = per_epoch * train.epochs if train.max_steps == 0 else min(train.max_steps, per_epoch * train.epochs)
 
     # Nothing below may move the global RNG: training must draw exactly what it drew before.
@@ -93,17 +94,21 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         if augment is not None:
             augment = augment.to(device)
         nets = {"generator": generator, "discriminator": discriminator}
-        optimizers = {net: build(("optimizer", net), "optimizer", params=list(nets[net].parameters())) for net in OPTIMIZED}
+        optimizers = {net: build(("optimizer", net), "optimizer", params=list(nets[net].parameters()))
+                      for net in OPTIMIZED}
         schedulers = {net: build(("scheduler", net), "scheduler", optimizer=optimizers[net], total_steps=total_steps)
                       for net in OPTIMIZED}
         schedulers = {net: s for net, s in schedulers.items() if s is not None}
         metrics = [(name, build_metric(registry, recipe.data, name, lambda key, n=name: recipe.locate("eval", n, key)))
                    for name in recipe.eval.metrics]
         if train.keep_best and not metrics:
-            raise GantoolError(f"{recipe.locate('train', 'keep_best')}: no [eval] metrics to produce {train.keep_best!r}; add them, e.g. [eval] metrics = [\"fid\"]")
+            raise GantoolError(f"{recipe.locate('train', 'keep_best')}: no [eval] metrics to produce "
+                               f"{train.keep_best!r}; add them, e.g. [eval] metrics = [\"fid\"]")
         callbacks = [(name, build(("callbacks", name), "callback")) for name in recipe.callbacks()]
         if recipe.log.tensorboard and "tensorboard" not in recipe.callbacks():
-            callbacks.append(("tensorboard", registry.build("callback", "gantool:tensorboard", {}, locate=lambda k: recipe.locate("log", "tensorboard"))))
+            where = recipe.locate("log", "tensorboard")
+            tensorboard = registry.build("callback", "gantool:tensorboard", {}, locate=lambda key: where)
+            callbacks.append(("tensorboard", tensorboard))
         plan = Plan(recipe, device, dataset, generator, discriminator, loss, augment, optimizers, schedulers, metrics,
                     callbacks, data, total_steps, channels_last, amp_dtype, info)
         smoke_test(plan)
@@ -136,24 +141,29 @@ def smoke_test(plan: Plan):
             fake = _call(G, (z,), locate["generator"], names["generator"], "forward")
         expected = (2, *plan.data.dataset.image_shape)
         if tuple(fake.shape) != expected or not fake.is_floating_point():
-            raise GantoolError(f"{locate['generator']}: generator {names['generator']} makes {tuple(fake.shape)} {fake.dtype} from sample_latent(2); expected {expected} float")
+            raise GantoolError(f"{locate['generator']}: generator {names['generator']} makes {tuple(fake.shape)} "
+                               f"{fake.dtype} from sample_latent(2); expected {expected} float")
         if plan.augment is not None:
             where = recipe.locate("augment", "type")
             augmented = _call(plan.augment, (real,), where, plan.components["augment"]["qualified_name"], "forward")
             if augmented.shape != real.shape:
-                raise GantoolError(f"{where}: augmentation changes the shape {tuple(real.shape)} to {tuple(augmented.shape)}; it must keep it")
+                raise GantoolError(f"{where}: augmentation changes the shape {tuple(real.shape)} "
+                                   f"to {tuple(augmented.shape)}; it must keep it")
             real, fake = augmented, plan.augment(fake)
         real_scores = _call(D, (real,), locate["discriminator"], names["discriminator"], "forward")
         if tuple(real_scores.shape) != (2,):
-            raise GantoolError(f"{locate['discriminator']}: discriminator {names['discriminator']} returns scores of shape {tuple(real_scores.shape)} for 2 images; expected (2,) (one logit per image)")
+            raise GantoolError(f"{locate['discriminator']}: discriminator {names['discriminator']} returns scores "
+                               f"of shape {tuple(real_scores.shape)} for 2 images; expected (2,) (one logit per image)")
         ctx = gantool.StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake)
         loss, where = plan.loss, (locate["loss"], names["loss"])
-        _check_scalar(_call(loss.discriminator_loss, (real_scores, D(fake), ctx), *where, "discriminator_loss"), *where, "discriminator_loss")
+        loss_d = _call(loss.discriminator_loss, (real_scores, D(fake), ctx), *where, "discriminator_loss")
+        _check_scalar(loss_d, *where, "discriminator_loss")
         penalty = _call(loss.penalty, (ctx,), *where, "penalty")
         if penalty is not None:
             _check_scalar(penalty, *where, "penalty")
         g_real = real_scores if loss.generator_needs_real_scores else None
-        _check_scalar(_call(loss.generator_loss, (g_real, D(fake), ctx), *where, "generator_loss"), *where, "generator_loss")
+        loss_g = _call(loss.generator_loss, (g_real, D(fake), ctx), *where, "generator_loss")
+        _check_scalar(loss_g, *where, "generator_loss")
     finally:
         for module, training in modes:
             module.train(training)
@@ -174,9 +184,11 @@ def _call(fn, args, where: str, name: str, method: str):
 def _check_scalar(value, where: str, name: str, method: str):
     if not torch.is_tensor(value) or value.dim() != 0:
         shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-        raise GantoolError(f"{where}: loss {name}.{method} returned {shape}; it must return a scalar tensor (e.g. .mean())")
+        raise GantoolError(f"{where}: loss {name}.{method} returned {shape}; "
+                           "it must return a scalar tensor (e.g. .mean())")
     if not value.requires_grad:
-        raise GantoolError(f"{where}: loss {name}.{method} returned a tensor without gradient; build it from the scores, not from .item() or detached values")
+        raise GantoolError(f"{where}: loss {name}.{method} returned a tensor without gradient; "
+                           "build it from the scores, not from .item() or detached values")
 
 
 # ----------------------------------------------------------------------------- device settings
@@ -196,7 +208,8 @@ def resolve_device(spec: str, where: str = "[run] device") -> torch.device:
         raise GantoolError(f"{where}: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise GantoolError(f"{where}: {spec!r} requested but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+            raise GantoolError(f"{where}: {spec!r} requested but CUDA is not available here; "
+                               "use device = \"auto\" or \"cpu\"")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise GantoolError(f"{where}: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     elif device.type == "mps" and not torch.backends.mps.is_available():

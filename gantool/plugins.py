@@ -4,7 +4,8 @@ Each entry point is loaded and called on its own: one that fails to import, miss
 hook, or raises is rolled back, reported once on stderr and listed as failed by
 ``gantool plugins`` -- the rest keep working. ``GANTOOL_STRICT_PLUGINS=1`` makes such a
 failure an error; ``GANTOOL_DISABLE_PLUGINS=a,b`` skips plugins by entry-point or
-distribution name.
+distribution name. Each plugin's load time is recorded, and whether it was the one that
+imported torch (a plugin should register lazy "module:attr" factories instead).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import importlib.metadata
 import os
 import sys
+import time
 
 import pluggy
 
@@ -28,6 +30,8 @@ class PluginStatus:
     entry_point: str
     status: str  # "ok" | "failed" | "disabled"
     error: str | None = None
+    load_ms: float = 0.0  # import + registration
+    imports_torch: bool = False  # torch was first imported while loading this plugin: slows every `gantool list`
 
 
 class _PluginRegistry:
@@ -53,7 +57,7 @@ def load_plugins(registry: Registry) -> list[PluginStatus]:
         if ep.name in disabled or dist in disabled:
             status.status = "disabled"
             continue
-        module = None
+        module, had_torch, start = None, "torch" in sys.modules, time.perf_counter()
         try:
             module = ep.load()
             pm.register(module, name=f"{dist}:{ep.name}")
@@ -68,6 +72,9 @@ def load_plugins(registry: Registry) -> list[PluginStatus]:
             if strict:
                 raise GantoolError(f"plugin {dist} ({ep.name}) failed: {status.error}") from e
             print(f"warning: plugin {dist} ({ep.name}) skipped: {status.error}", file=sys.stderr)
+        finally:
+            status.load_ms = round((time.perf_counter() - start) * 1000, 3)
+            status.imports_torch = not had_torch and "torch" in sys.modules
     return statuses
 
 

@@ -16,7 +16,12 @@ import sys
 
 from gantool.params import describe_type, parameters
 from gantool.recipe import (
-    COMPONENT_SECTIONS, ENGINE_SECTIONS, OPTIMIZED, OPTIONAL_COMPONENTS, TABLE_KINDS, TOP_LEVEL,
+    COMPONENT_SECTIONS,
+    ENGINE_SECTIONS,
+    OPTIMIZED,
+    OPTIONAL_COMPONENTS,
+    TABLE_KINDS,
+    TOP_LEVEL,
 )
 from gantool.registry import INJECTED, KINDS
 

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 IMAGE_SHAPES = ((1, 16, 16), (3, 32, 32))
+_EVAL_NONDETERMINISTIC = "forward in eval mode differs between two calls under the same torch.manual_seed"
 CALLBACK_EVENTS = ("on_run_start", "on_step_end", "on_log", "on_samples", "on_eval", "on_checkpoint", "on_run_end")
 
 _TINY = {
@@ -170,6 +171,11 @@ def _round_trip(subject: _Subject, module: nn.Module, fresh: nn.Module, name: st
     return fresh
 
 
+def _expect_module(s: _Subject, obj, interface: str):
+    s.expect(isinstance(obj, nn.Module),
+             f"built a {type(obj).__name__}, expected a torch.nn.Module (gantool.{interface})")
+
+
 def _check_output(subject: _Subject, out, shape: tuple, what: str):
     subject.expect(torch.is_tensor(out), f"{what} returned {type(out).__name__}, expected a tensor")
     subject.expect(tuple(out.shape) == shape, f"{what} returned shape {tuple(out.shape)}, expected {shape}")
@@ -208,9 +214,10 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
         shape = tuple(shape)
         s = base.at(shape)
         G = s.built_twice(image_shape=shape)
-        s.expect(isinstance(G, nn.Module), f"built a {type(G).__name__}, expected a torch.nn.Module (gantool.Generator)")
+        _expect_module(s, G, "Generator")
         latent_dim = getattr(G, "latent_dim", None)
-        s.expect(isinstance(latent_dim, int) and latent_dim >= 1, f"latent_dim is {latent_dim!r}, expected an int >= 1")
+        s.expect(isinstance(latent_dim, int) and latent_dim >= 1,
+                 f"latent_dim is {latent_dim!r}, expected an int >= 1")
         s.expect(tuple(getattr(G, "image_shape", ())) == shape,
                  f"image_shape is {getattr(G, 'image_shape', None)!r}, expected the injected {shape}")
         sample = functools.partial(s.call, "sample_latent", G.sample_latent, 4, device=torch.device("cpu"))
@@ -218,12 +225,14 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
         s.expect(torch.is_tensor(z) and z.is_floating_point() and len(z) == 4,
                  f"sample_latent(4) returned {getattr(z, 'shape', z)!r}, expected a float tensor with 4 rows")
         s.expect(_same(z, sample(generator=torch.Generator().manual_seed(1))),
-                 "sample_latent differs for the same seeded torch.Generator; draw from `generator`, not the global RNG")
+                 "sample_latent differs for the same seeded torch.Generator; "
+                 "draw from `generator`, not the global RNG")
 
         G.train()
         out = s.call("forward in train mode", G, z)
         _check_output(s, out, (4, *shape), "forward")
-        s.expect(bool((out.abs() <= 1).all()), f"output ranges over [{out.min():.3g}, {out.max():.3g}], expected [-1, 1] (tanh)")
+        s.expect(bool((out.abs() <= 1).all()),
+                 f"output ranges over [{out.min():.3g}, {out.max():.3g}], expected [-1, 1] (tanh)")
         s.call("backward", (out * _weights(out)).sum().backward)
         _check_gradients(s, G, "a loss on the output")
 
@@ -233,9 +242,10 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
             for _ in range(2):
                 torch.manual_seed(5)
                 outputs.append(s.call("forward in eval mode", G, z))
-            s.expect(_same(*outputs), "forward in eval mode differs between two calls under the same torch.manual_seed")
+            s.expect(_same(*outputs), _EVAL_NONDETERMINISTIC)
             one = s.call("forward of a batch of 1 in eval mode", G, z[:1])
-            s.expect(tuple(one.shape) == (1, *shape), f"a batch of 1 gives shape {tuple(one.shape)}, expected {(1, *shape)}")
+            s.expect(tuple(one.shape) == (1, *shape),
+                     f"a batch of 1 gives shape {tuple(one.shape)}, expected {(1, *shape)}")
             torch.manual_seed(1)
             restored = _round_trip(s, G, s.build(image_shape=shape), "generator").eval()
             torch.manual_seed(5)
@@ -257,7 +267,7 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
         shape = tuple(shape)
         s = base.at(shape)
         D = s.built_twice(image_shape=shape)
-        s.expect(isinstance(D, nn.Module), f"built a {type(D).__name__}, expected a torch.nn.Module (gantool.Discriminator)")
+        _expect_module(s, D, "Discriminator")
         images = torch.rand(4, *shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
         D.train()
         x = images.clone().requires_grad_(True)
@@ -280,13 +290,14 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
             for _ in range(2):
                 torch.manual_seed(5)
                 scores.append(s.call("forward in eval mode", D, images))
-            s.expect(_same(*scores), "forward in eval mode differs between two calls under the same torch.manual_seed")
+            s.expect(_same(*scores), _EVAL_NONDETERMINISTIC)
             one = s.call("forward of a batch of 1 in eval mode", D, images[:1])
             s.expect(tuple(one.shape) == (1,), f"a batch of 1 gives scores of shape {tuple(one.shape)}, expected (1,)")
             torch.manual_seed(1)
             restored = _round_trip(s, D, s.build(image_shape=shape), "discriminator").eval()
             torch.manual_seed(5)
-            s.expect(_same(restored(images), scores[0]), "a discriminator restored from a checkpoint gives different scores")
+            s.expect(_same(restored(images), scores[0]),
+                     "a discriminator restored from a checkpoint gives different scores")
 
 
 # ----------------------------------------------------------------------------- tiny stand-ins
@@ -307,7 +318,8 @@ class _TinyDiscriminator(Discriminator):
         super().__init__()
         self.image_shape = tuple(image_shape)
         c, h, w = self.image_shape
-        self.net = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * h * w, 1))
+        self.net = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+                                 nn.Linear(4 * h * w, 1))
 
     def forward(self, x):
         return self.net(x).squeeze(1)
@@ -334,13 +346,16 @@ class _TinyDataset(Dataset):
 
 def _check_scalar(s: _Subject, value, what: str):
     s.expect(torch.is_tensor(value) and value.dim() == 0,
-             f"{what} returned {getattr(value, 'shape', type(value).__name__)}, expected a 0-dim tensor (e.g. .mean())")
-    s.expect(value.is_floating_point() and bool(torch.isfinite(value)), f"{what} returned {value!r}, expected a finite float")
+             f"{what} returned {getattr(value, 'shape', type(value).__name__)}, "
+             "expected a 0-dim tensor (e.g. .mean())")
+    s.expect(value.is_floating_point() and bool(torch.isfinite(value)),
+             f"{what} returned {value!r}, expected a finite float")
     s.expect(value.requires_grad, f"{what} returned a tensor without gradient; build it from the scores, not .item()")
 
 
 def _check_logged(s: _Subject, ctx: StepContext):
-    bad = {k: tuple(getattr(v, "shape", ())) for k, v in ctx.stats.items() if not (torch.is_tensor(v) and v.dim() == 0)}
+    bad = {k: tuple(getattr(v, "shape", ())) for k, v in ctx.stats.items()
+           if not (torch.is_tensor(v) and v.dim() == 0)}
     s.expect(not bad, f"ctx.log values must be scalars (0-dim); got shapes {bad}")
 
 
@@ -400,8 +415,8 @@ def check_augmentation(name_or_factory: str | Callable, params: dict | None = No
                        image_shapes: Sequence[tuple[int, int, int]] = IMAGE_SHAPES):
     """An augmentation on images in [-1, 1] of every shape in ``image_shapes``.
 
-    Checks: a ``torch.nn.Module``; shape and dtype kept, also for channels_last input
-    (same values as NCHW); differentiable w.r.t. the input; randomness from the global
+    Checks: a ``torch.nn.Module``; shape and dtype kept, also for channels_last input;
+    differentiable w.r.t. the input; randomness from the global
     torch RNG only (the same ``torch.manual_seed`` gives the same output);
     ``update(real_scores, ctx)`` works and logs scalars; its state survives a checkpoint round trip and
     gives the same output after it.
@@ -411,22 +426,22 @@ def check_augmentation(name_or_factory: str | Callable, params: dict | None = No
         shape = tuple(shape)
         s = base.at(shape)
         aug = s.built_twice()
-        s.expect(isinstance(aug, nn.Module), f"built a {type(aug).__name__}, expected a torch.nn.Module (gantool.Augmentation)")
+        _expect_module(s, aug, "Augmentation")
         x = torch.rand(8, *shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
 
         def run(module, images, what="forward"):
             torch.manual_seed(3)
             out = s.call(what, module, images)
             s.expect(torch.is_tensor(out) and out.shape == images.shape and out.dtype == images.dtype,
-                     f"{what} turned {images.dtype} {tuple(images.shape)} into "
-                     f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}; it must keep both")
+                     f"{what} turned {images.dtype} {tuple(images.shape)} into {getattr(out, 'dtype', type(out))} "
+                     f"{tuple(getattr(out, 'shape', ()))}; it must keep both")
             return out
 
         out = run(aug, x)
         s.expect(_same(out, run(aug, x)), "two calls under the same torch.manual_seed differ; draw randomness from "
                                           "the global torch RNG (torch.rand(..., device=images.device)) only")
-        nhwc = run(aug, x.contiguous(memory_format=torch.channels_last), "forward on channels_last input")
-        s.expect(torch.allclose(nhwc, out, atol=1e-6), "channels_last input gives other values than NCHW input")
+        # The engine feeds channels_last batches on CPU; values may differ (torch.randn_like follows the layout).
+        run(aug, x.contiguous(memory_format=torch.channels_last), "forward on channels_last input")
         xg = x.clone().requires_grad_(True)
         s.call("backward", (run(aug, xg) * _weights(x)).sum().backward)
         s.expect(xg.grad is not None and bool(torch.isfinite(xg.grad).all()),
@@ -440,8 +455,8 @@ def check_augmentation(name_or_factory: str | Callable, params: dict | None = No
             _check_logged(s, ctx)
         torch.manual_seed(1)
         restored = _round_trip(s, aug, s.build(), "augment")
-        s.expect(_same(run(restored, x), run(aug, x)), "an augmentation restored from a checkpoint gives other images; "
-                                                      "keep state that changes in update() in buffers")
+        s.expect(_same(run(restored, x), run(aug, x)), "an augmentation restored from a checkpoint gives other "
+                                                      "images; keep state that changes in update() in buffers")
 
 
 # ----------------------------------------------------------------------------- optimizer, scheduler
@@ -521,7 +536,8 @@ def check_scheduler(name_or_factory: str | Callable, params: dict | None = None,
     for total in sorted({1, total_steps}):
         optimizer, scheduler = fresh(total)
         for method in ("step", "state_dict", "load_state_dict"):
-            s.expect(callable(getattr(scheduler, method, None)), f"built a {type(scheduler).__name__} without {method}()")
+            s.expect(callable(getattr(scheduler, method, None)),
+                     f"built a {type(scheduler).__name__} without {method}()")
         lrs = advance(optimizer, scheduler, total)
         bad = [(i + 1, lr) for i, lr in enumerate(lrs) if not all(math.isfinite(v) and v >= 0 for v in lr)]
         s.expect(not bad, f"learning rate not finite and >= 0 at (step, lr) {bad[:3]} of {total}")
@@ -560,7 +576,8 @@ def check_dataset(name_or_factory: str | Callable, params: dict | None = None):
     s.expect(len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape),
              f"image_shape is {getattr(ds, 'image_shape', None)!r}, expected (C, H, W) positive ints")
     s.expect(callable(getattr(ds, "as_tensor", None)), "has no as_tensor(); subclass gantool.Dataset")
-    s.expect(isinstance(getattr(ds, "hflip", False), bool), f"hflip is {getattr(ds, 'hflip', None)!r}, expected a bool")
+    s.expect(isinstance(getattr(ds, "hflip", False), bool),
+             f"hflip is {getattr(ds, 'hflip', None)!r}, expected a bool")
     images = s.call("as_tensor", ds.as_tensor)
     n = s.call("len", len, ds)
     s.expect(n > 0, "is empty")

@@ -366,15 +366,14 @@ def test_mnist_family_reads_torchvision_files(tmp_path, name, folder):
     assert test.image_shape == (3, 32, 32) and test.as_tensor().max() == 0
 
 
-def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
+def fake_cifar10_files(root, monkeypatch) -> dict:
+    """Three images per CIFAR-10 batch file, in torchvision's layout; returns the batches."""
     import pickle  # writing only: the test creates the batches that torchvision then reads
 
     import numpy as np
     import torchvision
 
-    from gantool_plugins.datasets.torchvision_sets import CIFAR10
-
-    folder = tmp_path / "cifar-10-batches-py"
+    folder = root / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(0)
     batches = {}
@@ -385,6 +384,13 @@ def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
     # our files cannot match the official MD5 sums torchvision checks before unpickling
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    return batches
+
+
+def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
+    from gantool_plugins.datasets.torchvision_sets import CIFAR10
+
+    batches = fake_cifar10_files(tmp_path, monkeypatch)
     ds = CIFAR10(root=str(tmp_path), download=False)
     check_contract(ds, 15)
     assert ds.image_shape == (3, 32, 32)

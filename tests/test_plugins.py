@@ -166,7 +166,28 @@ def test_cli_survives_a_broken_plugin(tmp_path):
     plugins = json.loads(run_cli("plugins", "--json", env=env, check=0).stdout)
     broken = [p for p in plugins if p["name"] == "gantool-broken"][0]
     assert broken["status"] == "failed" and "ZeroDivisionError" in broken["error"]
-    assert set(broken) == {"name", "version", "entry_point", "status", "error"}
+    assert set(broken) == {"name", "version", "entry_point", "status", "error", "load_ms", "imports_torch"}
     assert run_cli("--help", env=env, check=0).stdout.startswith("Usage")
     strict = run_cli("list", env={**env, "GANTOOL_STRICT_PLUGINS": "1"}, check=2)
     assert "gantool-broken" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_plugins_shows_load_time_and_warns_about_a_plugin_that_imports_torch(tmp_path):
+    site = tmp_path / "site"
+    heavy = """
+    import torch  # at top level: every `gantool list` now pays for torch
+    import gantool
+
+    @gantool.hookimpl
+    def gantool_register_components(registry):
+        registry.add("loss", "heavy_loss", "heavy_plugin:Nothing")
+    """
+    make_distribution(site, "gantool-heavy", "0.1", {"heavy_plugin": heavy}, {"heavy": "heavy_plugin"})
+    env = {"PYTHONPATH": str(site)}
+    rows = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=env, check=0).stdout)}
+    assert rows["gantool-heavy"]["imports_torch"] is True and rows["gantool-heavy"]["load_ms"] > 0
+    assert rows["gantool"]["imports_torch"] is False and rows["gantool"]["load_ms"] > 0
+    table = run_cli("plugins", env={**env, "COLUMNS": "200"}, check=0)
+    assert "load ms" in table.stdout and "(imports torch)" in table.stdout
+    assert "warning: plugin gantool-heavy (heavy = heavy_plugin) imports torch while loading" in table.stderr
+    assert "warning" not in run_cli("plugins", check=0).stderr
