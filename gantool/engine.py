@@ -89,8 +89,11 @@ class Trainer:
             G.train(was_training)
 
     def emit(self, event: str, *args):
+        """Call ``event`` on every callback that has it (a callback need not subclass gantool.Callback)."""
         for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, *args)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -201,7 +204,8 @@ class Trainer:
         """on_run_end to every callback; after a failure, one callback's error must not hide the run's."""
         for callback in self.callbacks:
             try:
-                callback.on_run_end(self, summary)
+                if hasattr(callback, "on_run_end"):
+                    callback.on_run_end(self, summary)
             except Exception as e:  # noqa: BLE001
                 if summary["status"] != "failed":
                     raise

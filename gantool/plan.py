@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 
 import torch
@@ -99,6 +100,8 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         schedulers = {net: build(("scheduler", net), "scheduler", optimizer=optimizers[net], total_steps=total_steps)
                       for net in OPTIMIZED}
         schedulers = {net: s for net, s in schedulers.items() if s is not None}
+        for net, scheduler in schedulers.items():
+            _check_scheduler(scheduler, recipe.locate("scheduler", net, "type"))
         metrics = [(name, build_metric(registry, recipe.data, name, lambda key, n=name: recipe.locate("eval", n, key)))
                    for name in recipe.eval.metrics]
         if train.keep_best and not metrics:
@@ -158,10 +161,10 @@ def smoke_test(plan: Plan):
         loss, where = plan.loss, (locate["loss"], names["loss"])
         loss_d = _call(loss.discriminator_loss, (real_scores, D(fake), ctx), *where, "discriminator_loss")
         _check_scalar(loss_d, *where, "discriminator_loss")
-        penalty = _call(loss.penalty, (ctx,), *where, "penalty")
+        penalty = _call(loss.penalty, (ctx,), *where, "penalty") if hasattr(loss, "penalty") else None
         if penalty is not None:
             _check_scalar(penalty, *where, "penalty")
-        g_real = real_scores if loss.generator_needs_real_scores else None
+        g_real = real_scores if getattr(loss, "generator_needs_real_scores", False) else None
         loss_g = _call(loss.generator_loss, (g_real, D(fake), ctx), *where, "generator_loss")
         _check_scalar(loss_g, *where, "generator_loss")
     finally:
@@ -169,6 +172,16 @@ def smoke_test(plan: Plan):
             module.train(training)
         for net in (G, D):
             net.zero_grad(set_to_none=True)
+
+
+def _check_scheduler(scheduler, where: str):
+    """Checkpoints store a schedule's state as JSON: a schedule that cannot be saved fails here, not mid-run."""
+    if not callable(getattr(scheduler, "step", None)) or not callable(getattr(scheduler, "state_dict", None)):
+        raise GantoolError(f"{where}: the factory returned {type(scheduler).__name__}, which lacks step() or state_dict()")
+    try:
+        json.dumps(scheduler.state_dict())
+    except (TypeError, ValueError) as e:
+        raise GantoolError(f"{where}: its state_dict() cannot be stored as JSON in a checkpoint ({e})") from None
 
 
 def _call(fn, args, where: str, name: str, method: str):

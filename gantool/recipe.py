@@ -234,6 +234,12 @@ def _merge(base: dict, origins: dict, override: dict, source: str, prefix: tuple
             origins[sub] = source
 
 
+def merge_tables(base: dict, override: dict) -> dict:
+    """Merge ``override`` into ``base`` in place, as ``extends`` merges files; returns ``base``."""
+    _merge(base, {}, override, "<merge>", ())
+    return base
+
+
 def _is_component_table(path: tuple) -> bool:
     return path[:1] in [(s,) for s in COMPONENT_SECTIONS] or path in OPTIONAL_COMPONENTS or (len(path) == 2 and path[0] == "callbacks")
 

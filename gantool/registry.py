@@ -74,6 +74,12 @@ class Registry:
         self._components[key] = component
         return component
 
+    def copy(self) -> Registry:
+        """A registry with the same components, to add to without touching this one."""
+        other = Registry()
+        other._components = dict(self._components)
+        return other
+
     def remove_entry_point(self, plugin: str, entry_point: str):
         """Roll back everything one plugin entry point registered."""
         for key, c in list(self._components.items()):
@@ -123,6 +129,9 @@ class Registry:
         factory = component.load()
         try:
             kwargs = validate(factory, dict(table or {}), injected=INJECTED.get(kind, ()))
+            accepted, takes_any = parameters(factory)
+            names = {p.name for p in accepted}
+            injected = {k: v for k, v in injected.items() if takes_any or k in names}  # e.g. a fixed-size G
             return factory(**kwargs, **injected)
         except ParamError as e:
             hint = " (from the dataset)" if e.param in injected else ""

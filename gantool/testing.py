@@ -62,11 +62,9 @@ def tiny_recipe(**tables) -> dict:
     except that a component table with another ``type`` replaces the whole table, e.g.
     ``tiny_recipe(generator={"type": "gantool-foo:mygen"}, train={"d_steps_per_g": 2})``.
     """
-    from gantool.recipe import _merge
+    from gantool.recipe import merge_tables
 
-    data = copy.deepcopy(_TINY)
-    _merge(data, {}, copy.deepcopy(tables), "tiny_recipe", ())
-    return data
+    return merge_tables(copy.deepcopy(_TINY), copy.deepcopy(tables))
 
 
 # ----------------------------------------------------------------------------- the component under test
@@ -86,8 +84,7 @@ class _Subject:
                 raise AssertionError(f"{kind} {name_or_factory!r}: {e}") from None
             self.label = f"{kind} {self.type}"
         else:  # a private copy of the registry, so the factory can also be named in a recipe
-            registry = copy.copy(registry)
-            registry._components = dict(registry._components)
+            registry = registry.copy()
             self.type = registry.add(kind, "under_test", name_or_factory, plugin="gantool.testing").qualified_name
             self.label = f"{kind} {getattr(name_or_factory, '__qualname__', repr(name_or_factory))}"
         self.registry = registry

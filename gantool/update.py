@@ -42,6 +42,10 @@ class GANUpdate:
     def __init__(self, plan: Plan, *, rank: int = 0, world_size: int = 1):
         train, device = plan.recipe.train, plan.device
         self.loss, self.augment, self.device = plan.loss, plan.augment, device
+        # Optional parts of the Loss and Augmentation contracts, for classes that do not subclass them.
+        self.penalty = getattr(plan.loss, "penalty", lambda ctx: None)
+        self.needs_real_scores = getattr(plan.loss, "generator_needs_real_scores", False)
+        self.observe = getattr(plan.augment, "update", None)
         self.d_steps_per_g, self.channels_last = train.d_steps_per_g, plan.channels_last
         self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None)
         fp16 = plan.amp_dtype == torch.float16
@@ -76,19 +80,19 @@ class GANUpdate:
             with self.autocast:
                 real_scores = D.train_call(real_seen)
                 loss_d = loss.discriminator_loss(real_scores, D.train_call(augment(ctx.fake)), ctx)
-                penalty = loss.penalty(ctx)
+                penalty = self.penalty(ctx)
                 if penalty is not None:
                     loss_d = loss_d + penalty
             D.optimize(loss_d)
-            if self.augment is not None:
-                self.augment.update(real_scores.detach(), ctx)
+            if self.observe is not None:
+                self.observe(real_scores.detach(), ctx)
 
         D.module.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         ctx.fake = fake
         with self.autocast:
             fake_scores = D.frozen_call(augment(fake))
             real_scores = None
-            if loss.generator_needs_real_scores:  # relativistic losses: D(x) under the updated D
+            if self.needs_real_scores:  # relativistic losses: D(x) under the updated D
                 with torch.no_grad():
                     real_scores = D.frozen_call(real_seen)
             loss_g = loss.generator_loss(real_scores, fake_scores, ctx)

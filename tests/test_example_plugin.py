@@ -50,3 +50,27 @@ def test_example_param_error_is_reported_against_the_recipe(example_site):
     proc = run_cli("check", ROOT / "docs" / "example-plugin" / "shapes_mlp.toml", "--set", "dataset.image_size=18",
                    env={"PYTHONPATH": str(example_site)}, check=2)
     assert "[dataset] image_size: 18 is not a multiple of 4" in proc.stderr
+
+
+def test_example_plugin_passes_its_own_contract_tests(example_site, tmp_path):
+    """Its tests (docs/example-plugin/tests) call gantool.testing, as a plugin author's would."""
+    tests = shutil.copytree(ROOT / "docs" / "example-plugin" / "tests", tmp_path / "tests")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "PYTHONPATH": str(example_site), "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "10 passed" in proc.stdout
+
+
+def test_every_kind_of_the_example_trains_together(example_site, tmp_path):
+    env = {"PYTHONPATH": str(example_site)}
+    out = tmp_path / "run"
+    run_cli("run", ROOT / "docs" / "example-plugin" / "shapes_everything.toml", "--out", out, env=env, check=0)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"margin", "noise_sigma"} <= set(records[0])  # the loss's and the augmentation's statistics
+    assert any("brightness_gap" in r for r in records)
+    assert (out / "plateau.log").exists()
+    meta = json.loads((out / "summary.json").read_text())
+    assert meta["components"]["optimizer.generator"]["qualified_name"] == "gantool-example:lion"
+    assert meta["components"]["scheduler.generator"]["qualified_name"] == "gantool-example:step_decay"
+    assert meta["components"]["augment"]["qualified_name"] == "gantool-example:noise"

@@ -226,3 +226,39 @@ def test_list_and_info_cover_the_new_kinds():
     assert expected <= builtin
     info = run_cli("info", "scheduler", "linear", check=0).stdout
     assert "start_step" in info and "keep lr, then decay" in info.lower() or "start_step" in info
+
+
+LOOSE = """
+import torch
+
+class OnlyOnLog:                      # no gantool.Callback base: the other events are skipped
+    def on_log(self, run, record):
+        (run.out_dir / "seen.txt").open("a").write(f"{record['step']}\\n")
+
+def halve(optimizer, *, every: int = 2):   # takes no total_steps: the engine passes only what it accepts
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=0.5)
+
+def unsaveable(optimizer, total_steps):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [Keep()])
+
+class Keep:                           # a callable object: LambdaLR puts its __dict__ in state_dict
+    def __init__(self):
+        self.factor = torch.tensor(1.0)    # ... and a tensor is not JSON
+
+    def __call__(self, step):
+        return float(self.factor)
+"""
+
+
+def test_loose_plugins_work_and_an_unsaveable_schedule_fails_check(tiny_recipe, tmp_path):
+    env = plugin(tmp_path, LOOSE, '    registry.add("callback", "only_on_log", "thirdparty_impl:OnlyOnLog")\n'
+                                  '    registry.add("scheduler", "halve", "thirdparty_impl:halve")\n'
+                                  '    registry.add("scheduler", "unsaveable", "thirdparty_impl:unsaveable")')
+    out = tmp_path / "run"
+    run_cli("run", tiny_recipe, *FAST, "--set", "callbacks.only_on_log={}", "--set", "scheduler.generator.type=halve",
+            "--out", out, env=env, check=0)
+    assert (out / "seen.txt").read_text().split() == ["1", "2", "3", "4"]
+    lr = load_checkpoint(out / "checkpoints" / "last.safetensors")[1]["optimizers"]["generator"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(2e-4 / 4)  # halved at steps 2 and 4
+    proc = run_cli("check", tiny_recipe, "--set", "scheduler.generator.type=unsaveable", env=env, check=2)
+    assert "[scheduler.generator] type: its state_dict() cannot be stored as JSON" in proc.stderr
