@@ -233,20 +233,7 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
         s.call("backward", (out * _weights(out)).sum().backward)
         _check_gradients(s, G, "a loss on the output")
 
-        G.eval()
-        with torch.no_grad():
-            outputs = []
-            for _ in range(2):
-                torch.manual_seed(5)
-                outputs.append(s.call("forward in eval mode", G, z))
-            s.expect(_same(*outputs), _EVAL_NONDETERMINISTIC)
-            one = s.call("forward of a batch of 1 in eval mode", G, z[:1])
-            s.expect(tuple(one.shape) == (1, *shape),
-                     f"a batch of 1 gives shape {tuple(one.shape)}, expected {(1, *shape)}")
-            torch.manual_seed(1)
-            restored = _round_trip(s, G, s.build(image_shape=shape), "generator").eval()
-            torch.manual_seed(5)
-            s.expect(_same(restored(z), outputs[0]), "a generator restored from a checkpoint gives different images")
+        _check_eval_mode(s, G, z, (1, *shape), "generator", image_shape=shape)
 
 
 @_keeps_global_rng
@@ -281,20 +268,24 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
             s.call("backward through the input gradient (needed by r1_gamma and wgan_gp; "
                    "pass penalties=False if it is not meant to support them)", grad.pow(2).sum().backward)
 
-        D.eval()
-        with torch.no_grad():
-            scores = []
-            for _ in range(2):
-                torch.manual_seed(5)
-                scores.append(s.call("forward in eval mode", D, images))
-            s.expect(_same(*scores), _EVAL_NONDETERMINISTIC)
-            one = s.call("forward of a batch of 1 in eval mode", D, images[:1])
-            s.expect(tuple(one.shape) == (1,), f"a batch of 1 gives scores of shape {tuple(one.shape)}, expected (1,)")
-            torch.manual_seed(1)
-            restored = _round_trip(s, D, s.build(image_shape=shape), "discriminator").eval()
+        _check_eval_mode(s, D, images, (1,), "discriminator", image_shape=shape)
+
+
+def _check_eval_mode(s: _Subject, module, inputs, one_shape: tuple, name: str, **injected):
+    """Eval mode: deterministic under a seed, a batch of 1 works, a checkpoint round trip gives the same outputs."""
+    module.eval()
+    with torch.no_grad():
+        outputs = []
+        for _ in range(2):
             torch.manual_seed(5)
-            s.expect(_same(restored(images), scores[0]),
-                     "a discriminator restored from a checkpoint gives different scores")
+            outputs.append(s.call("forward in eval mode", module, inputs))
+        s.expect(_same(*outputs), _EVAL_NONDETERMINISTIC)
+        one = s.call("forward of a batch of 1 in eval mode", module, inputs[:1])
+        s.expect(tuple(one.shape) == one_shape, f"a batch of 1 gives shape {tuple(one.shape)}, expected {one_shape}")
+        torch.manual_seed(1)
+        restored = _round_trip(s, module, s.build(**injected), name).eval()
+        torch.manual_seed(5)
+        s.expect(_same(restored(inputs), outputs[0]), f"a {name} restored from a checkpoint gives different outputs")
 
 
 # ----------------------------------------------------------------------------- tiny stand-ins
