@@ -149,8 +149,10 @@ def info(kind, name):
         default = "(required)" if p.required else repr(p.default)
         table.add_row(*map(escape, (p.name, describe_type(p.annotation), default, p.doc)))
     console.print(table)
-    if kind in ("generator", "discriminator"):
-        console.print("image_shape is injected by the engine from the dataset.")
+    from gantool.registry import INJECTED
+
+    if INJECTED.get(kind):
+        console.print(f"Passed by the engine, never set in a recipe: {', '.join(INJECTED[kind])}.")
 
 
 def _info_section(name: str):
