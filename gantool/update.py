@@ -66,7 +66,8 @@ class GANUpdate:
         ``step`` counts generator steps and ``batch`` real batches done so far. The fake
         batch is generated once per D step; the last one also trains G, through D.
         """
-        G, D, loss, augment = self.G, self.D, self.loss, self.augment or (lambda x: x)
+        G, D, loss = self.G, self.D, self.loss
+        augment = self.augment if self.augment is not None else _unchanged
         stats = {}
         for k in range(self.d_steps_per_g):
             real = next(batches)
@@ -114,6 +115,10 @@ class GANUpdate:
         if self.global_batch == self.local_batch:
             return z
         return z[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+
+
+def _unchanged(images: torch.Tensor) -> torch.Tensor:
+    return images
 
 
 def _wrap(plan: Plan, world_size: int) -> dict[str, tuple[Callable, Callable]]:
