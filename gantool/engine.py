@@ -120,8 +120,19 @@ class Trainer:
         train = self.recipe.train
         batches = self.plan.data.iterate(self.batches_seen)
         sums, counts = {}, {}  # device statistics accumulated between log steps
-        t_start = t_log = time.perf_counter()
-        batches_at_log = batches_start = self.batches_seen
+        t_start = time.perf_counter()
+        last_log = [t_start, self.batches_seen]  # time and batch count of the previous log line
+        batches_start = self.batches_seen
+
+        def log():
+            now = time.perf_counter()
+            values = self._read_stats(sums, counts, interrupt)  # the only host sync, every log_every steps
+            rate = (self.batches_seen - last_log[1]) * self.plan.data.global_batch / max(now - last_log[0], 1e-9)
+            self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values,
+                                 "images_per_s": rate, "time_s": now - t_start})
+            sums.clear(), counts.clear()
+            last_log[:] = [now, self.batches_seen]
+
         self.generator.train(), self.discriminator.train()
         while self.step < self.total_steps and not self._stopping(interrupt):
             for key, value in self.update(batches, self.step, self.batches_seen).items():
@@ -130,17 +141,13 @@ class Trainer:
             self.step += 1
             self.batches_seen += train.d_steps_per_g
             if self.step % train.log_every == 0 or self.step == self.total_steps:
-                now = time.perf_counter()
-                values = self._read_stats(sums, counts, interrupt)  # the only host sync, every log_every steps
-                rate = (self.batches_seen - batches_at_log) * self.plan.data.global_batch / max(now - t_log, 1e-9)
-                self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values,
-                                     "images_per_s": rate, "time_s": now - t_start})
-                sums, counts, t_log, batches_at_log = {}, {}, now, self.batches_seen
+                log()
             if self.recipe.eval.every and self.step % self.recipe.eval.every == 0:
                 self.evaluate()
             self.emit("on_step_end")
-        wall = time.perf_counter() - t_start
-        return wall, (self.batches_seen - batches_start) * self.plan.data.global_batch
+        if sums:  # stopped between log steps: the statistics since the last line are logged too
+            log()
+        return time.perf_counter() - t_start, (self.batches_seen - batches_start) * self.plan.data.global_batch
 
     def _stopping(self, interrupt) -> bool:
         # With several processes all ranks must stop at the same step: they agree on it

@@ -262,3 +262,14 @@ def test_loose_plugins_work_and_an_unsaveable_schedule_fails_check(tiny_recipe, 
     assert lr == pytest.approx(2e-4 / 4)  # halved at steps 2 and 4
     proc = run_cli("check", tiny_recipe, "--set", "scheduler.generator.type=unsaveable", env=env, check=2)
     assert "[scheduler.generator] type: its state_dict() cannot be stored as JSON" in proc.stderr
+
+
+def test_a_run_stopped_between_log_steps_logs_the_steps_since_the_last_line(tiny_recipe, tmp_path):
+    from gantool.engine import Trainer
+    from gantool.plugins import get_registry
+    from gantool.recipe import load_recipe
+
+    trainer = Trainer(load_recipe(tiny_recipe), get_registry(), tmp_path / "run")  # log_every = 2
+    trainer.callbacks.append(StopAt(3))
+    assert trainer.fit()["status"] == "stopped"
+    assert [r["step"] for r in records(tmp_path / "run") if "loss_d" in r] == [2, 3]
