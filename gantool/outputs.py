@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 
+import torch
+
 from torchvision.utils import save_image
 
 import gantool
 from gantool.errors import GantoolError
-from gantool.plan import fixed_latents
+from gantool.data import mix_seed
 
 
 def builtin_callbacks(run, console=None) -> list[gantool.Callback]:
@@ -72,7 +74,8 @@ class SampleGrids(gantool.Callback):
 
     def __init__(self, run, *, every: int, n: int):
         self.every = every
-        self.latents = fixed_latents(run.generator, n, run.recipe.run.seed, run.device)
+        own_seed = torch.Generator().manual_seed(mix_seed(run.recipe.run.seed, 4))  # not the global RNG
+        self.latents = run.generator.sample_latent(n, generator=own_seed).to(run.device)
 
     def on_step_end(self, run):
         if self.every and run.step % self.every == 0:

@@ -17,7 +17,7 @@ import sys
 import torch
 
 import gantool
-from gantool.data import BatchStream, mix_seed
+from gantool.data import BatchStream
 from gantool.errors import GantoolError
 from gantool.recipe import OPTIMIZED, Recipe
 
@@ -271,8 +271,3 @@ def keep_freed_memory():
         m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
         libc.mallopt(m_mmap_threshold, 256 << 20)
         libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-def fixed_latents(generator: gantool.Generator, n: int, seed: int, device) -> torch.Tensor:
-    """The sample grid's latents: the same for every step of a run, from their own seed."""
-    return generator.sample_latent(n, generator=torch.Generator().manual_seed(mix_seed(seed, 4))).to(device)

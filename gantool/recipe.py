@@ -27,7 +27,8 @@ OPTIONAL_COMPONENTS = {
 # an [eval.<metric>] table's name is the metric.
 TABLE_KINDS = {
     **{s: s for s in COMPONENT_SECTIONS},
-    "augment": "augmentation", "optimizer": "optimizer", "scheduler": "scheduler", "callbacks": "callback", "eval": "metric",
+    "augment": "augmentation", "optimizer": "optimizer", "scheduler": "scheduler",
+    "callbacks": "callback", "eval": "metric",
 }
 
 
@@ -241,7 +242,9 @@ def merge_tables(base: dict, override: dict) -> dict:
 
 
 def _is_component_table(path: tuple) -> bool:
-    return path[:1] in [(s,) for s in COMPONENT_SECTIONS] or path in OPTIONAL_COMPONENTS or (len(path) == 2 and path[0] == "callbacks")
+    """Whether ``path`` names a table with a ``type``: a new type there replaces the whole table."""
+    callback = len(path) == 2 and path[0] == "callbacks"
+    return (len(path) == 1 and path[0] in COMPONENT_SECTIONS) or path in OPTIONAL_COMPONENTS or callback
 
 
 def _leaf_paths(value, path):

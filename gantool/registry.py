@@ -14,7 +14,8 @@ from typing import Any, Callable
 from gantool.errors import GantoolError
 from gantool.params import parameters, suggest, validate
 
-KINDS = ("generator", "discriminator", "loss", "dataset", "metric", "augmentation", "optimizer", "scheduler", "callback")
+KINDS = ("generator", "discriminator", "loss", "dataset", "metric",
+         "augmentation", "optimizer", "scheduler", "callback")
 # Parameters the engine passes itself; a recipe must not set them.
 INJECTED = {
     "generator": ("image_shape",),
