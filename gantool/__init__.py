@@ -10,7 +10,8 @@ from gantool.params import Range
 
 __version__ = "0.1.0"
 
-_INTERFACES = {"Generator", "Discriminator", "Loss", "Dataset", "Metric", "Augmentation", "Callback", "StepContext"}
+_INTERFACES = {"Generator", "Discriminator", "Loss", "Dataset", "Metric", "Augmentation", "Callback", "StepContext",
+               "split_scores"}
 
 __all__ = sorted(
     _INTERFACES | {"hookimpl", "hookspec", "Range", "GantoolError", "ParamError", "__version__"}

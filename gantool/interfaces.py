@@ -1,9 +1,16 @@
 """The component interfaces every plugin implements (see docs/plugins.md).
 
 Components are built with keyword arguments taken from a recipe table; the engine also
-injects what only it knows: ``image_shape=(C, H, W)`` into generators and
-discriminators, ``params`` into optimizers, ``optimizer`` and ``total_steps`` into
-schedulers.
+injects what only it knows: ``image_shape=(C, H, W)`` and ``num_classes`` into
+generators and discriminators, ``params`` into optimizers, ``optimizer`` and
+``total_steps`` into schedulers.
+
+Class conditioning: a component declares ``conditioning`` = "none" (cannot take
+labels), "optional" (conditional when built with ``num_classes > 0``) or "required".
+A run is conditional when ``[train] conditional = true`` or a component requires it;
+then the engine injects the dataset's ``num_classes`` and calls ``G(z, labels)`` and
+``D(x, labels)`` with int64 labels of shape (N,). Otherwise it injects
+``num_classes = 0`` and calls ``G(z)`` and ``D(x)``, so unconditional plugins never see labels.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from torch import nn
 class Generator(nn.Module):
     """Maps latent vectors to images in [-1, 1] of shape (N, C, H, W).
 
-    Subclasses set ``self.latent_dim`` and ``self.image_shape``.
+    Subclasses set ``self.latent_dim`` and ``self.image_shape``. A conditional generator
+    sets ``self.num_classes`` (> 0) and takes ``forward(z, labels)``.
     """
 
     latent_dim: int
     image_shape: tuple[int, int, int]
+    conditioning: str = "none"  # "none" | "optional" | "required"
+    num_classes: int = 0  # > 0 once built conditional
 
     def sample_latent(self, n: int, *, device=None, generator: torch.Generator | None = None):
         """Draw ``n`` latents; a generator wanting (N, Z, 1, 1) reshapes in ``forward``."""
@@ -30,9 +40,25 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Maps images (N, C, H, W) to raw scores (logits) of shape (N,); no sigmoid."""
+    """Maps images (N, C, H, W) to raw scores (logits) of shape (N,); no sigmoid.
+
+    A conditional discriminator sets ``self.num_classes`` and takes ``forward(x, labels)``.
+    ``forward`` may also return ``(scores, extras)``, a dict of further per-image
+    outputs (an auxiliary classifier's ``"class_logits"``); the loss finds them in
+    ``ctx.real_extras`` / ``ctx.fake_extras``.
+    """
 
     image_shape: tuple[int, int, int]
+    conditioning: str = "none"  # "none" | "optional" | "required"
+    num_classes: int = 0
+
+
+def split_scores(output) -> tuple[torch.Tensor, dict]:
+    """(scores, extras) of a discriminator's output: a tensor, or ``(scores, extras)``."""
+    if isinstance(output, tuple | list):
+        scores, extras = output
+        return scores, dict(extras)
+    return output, {}
 
 
 @dataclasses.dataclass
@@ -42,7 +68,11 @@ class StepContext:
     ``real`` and ``fake`` are the batches exactly as D saw them (augmented when the
     recipe has an ``[augment]`` table); ``fake`` is detached in the discriminator update.
     ``discriminator`` is the bare module (never a DDP or compiled wrapper), so a
-    penalty can take input gradients through it.
+    penalty can take input gradients through it: use ``ctx.scores(images, labels)``,
+    which passes labels in a conditional run and drops a discriminator's extras.
+    ``real_labels`` and ``fake_labels`` are the class labels (int64, (N,)) of a
+    conditional run, ``None`` otherwise; ``real_extras`` and ``fake_extras`` hold the
+    discriminator's extra outputs (see ``Discriminator``) for this update.
     """
 
     step: int  # generator steps done before this one (0 for the first update)
@@ -52,6 +82,15 @@ class StepContext:
     real: torch.Tensor
     fake: torch.Tensor
     stats: dict = dataclasses.field(default_factory=dict)
+    real_labels: torch.Tensor | None = None
+    fake_labels: torch.Tensor | None = None
+    real_extras: dict = dataclasses.field(default_factory=dict)
+    fake_extras: dict = dataclasses.field(default_factory=dict)
+
+    def scores(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's scores (N,) of ``images``, given ``labels`` when the run is conditional."""
+        output = self.discriminator(images) if labels is None else self.discriminator(images, labels)
+        return split_scores(output)[0]
 
     def log(self, name: str, value: torch.Tensor | float):
         """Log a scalar under ``name`` in metrics.jsonl, averaged over the logging interval.
@@ -71,6 +110,7 @@ class Loss:
     """
 
     generator_needs_real_scores: bool = False
+    conditioning: str = "none"  # "required": needs ctx.real_labels / ctx.fake_labels (e.g. ACGAN)
 
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            ctx: StepContext) -> torch.Tensor:
@@ -137,12 +177,22 @@ class Dataset(torch.utils.data.Dataset):
     Datasets that fit in memory also implement ``as_tensor()``: the whole set as one
     uint8 tensor (N, C, H, W), so the engine can skip per-sample work entirely.
     ``hflip = True`` asks the engine to flip random halves of each batch.
+
+    A labelled dataset sets ``num_classes`` (> 0) and ``class_names`` (one string per
+    class) and returns every image's label from ``labels()``, in the order of
+    ``as_tensor()`` / ``__getitem__``; ``__getitem__`` still returns the image alone.
     """
 
     image_shape: tuple[int, int, int]
     hflip: bool = False
+    num_classes: int = 0
+    class_names: list[str] | None = None
 
     def as_tensor(self) -> torch.Tensor | None:
+        return None
+
+    def labels(self) -> torch.Tensor | None:
+        """int64 (len(self),) with values in [0, num_classes); ``None`` when unlabelled."""
         return None
 
     def __getitem__(self, index: int) -> torch.Tensor:

@@ -18,8 +18,8 @@ KINDS = ("generator", "discriminator", "loss", "dataset", "metric",
          "augmentation", "optimizer", "scheduler", "callback")
 # Parameters the engine passes itself; a recipe must not set them.
 INJECTED = {
-    "generator": ("image_shape",),
-    "discriminator": ("image_shape",),
+    "generator": ("image_shape", "num_classes"),
+    "discriminator": ("image_shape", "num_classes"),
     "optimizer": ("params",),
     "scheduler": ("optimizer", "total_steps"),
 }
