@@ -55,7 +55,7 @@ def main(argv=None):
         if step == a.warmup:
             sync()
             t0 = time.perf_counter()
-        real = next(batches)
+        real, _labels = next(batches)
         if cl:
             real = real.contiguous(memory_format=torch.channels_last)
         fake = G(G.sample_latent(len(real), device=device, generator=noise))

@@ -367,34 +367,52 @@ DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent vectors.")
 @click.option("--out", type=click.Path(path_type=Path), help="Grid PNG (default RUN/samples/sample_seed<S>.png, or ./ for a bare checkpoint).")
 @click.option("--individual", type=click.Path(path_type=Path), metavar="DIR", help="Also (or, without --out, only) write each image as DIR/sample_NNNN.png.")
+@click.option("--class", "class_", metavar="CLASS",
+              help="Class-conditional runs: only this class (an index, or a class name for folder datasets). "
+                   "Without it the grid has one row per class.")
 @click.option("--interpolate", is_flag=True, help="Latent-space walks: each row slerps between two random latents.")
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images per walk (--interpolate).")
 @click.option("--rows", type=click.IntRange(min=1), default=8, show_default=True, help="Number of walks (--interpolate).")
 @EMA_OPTION
 @BEST_OPTION
 @DEVICE_OPTION
-def sample(target, n, seed, out, individual, interpolate, steps, rows, ema, best, device):
+def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, ema, best, device):
     """Generate images from a checkpoint (the recipe file need not exist).
 
     RUN_OR_CHECKPOINT is a run directory (its checkpoints/last.safetensors, or
-    best.safetensors with --best) or a .safetensors checkpoint file.
+    best.safetensors with --best) or a .safetensors checkpoint file. For a
+    class-conditional run, --class picks the class; walks (--interpolate) stay within one.
     """
+    import torch
+
     from gantool import sampling
     from gantool.plan import resolve_device
 
     path, run_dir = sampling.resolve_checkpoint(target, best=best)
     dev = resolve_device(device, "--device")
     G, meta, source = sampling.load_generator(path, _registry(), dev, ema=ema)
+    names = sampling.class_names(meta)
+    chosen = sampling.resolve_class(class_, names, path) if class_ is not None else None
     tag = "_best" if best else ""
+    labels, for_class = None, f"_class{chosen}" if chosen is not None else ""
     if interpolate:
         z, _, _ = sampling.interpolation_latents(G, rows, steps, seed)
         nrow, what = steps, f"{rows} walks x {steps} steps"
-        name = f"interpolate{tag}_seed{seed}.png"
+        name = f"interpolate{tag}{for_class}_seed{seed}.png"
+        if names:  # each walk within one class: the chosen one, else row r shows class r
+            walk_classes = torch.full((rows,), chosen) if chosen is not None else torch.arange(rows) % len(names)
+            labels = walk_classes.repeat_interleave(steps)
+    elif names and chosen is None:  # one row per class, the same latent down each column
+        z, labels, nrow = sampling.class_grid(G, len(names), n, torch.Generator().manual_seed(seed))
+        what = f"{len(names)} classes x {nrow} samples"
+        name = f"sample{tag}_classes_seed{seed}.png"
     else:
         z = sampling.seeded_latents(G, n, seed)
         nrow, what = sampling.grid_columns(n), f"{n} samples"
-        name = f"sample{tag}_seed{seed}.png"
-    images = sampling.generate(G, z, dev)
+        name = f"sample{tag}{for_class}_seed{seed}.png"
+        if chosen is not None:
+            labels, what = torch.full((n,), chosen), f"{n} samples of class {names[chosen]!r}"
+    images = sampling.generate(G, z, dev, labels)
     where = f"{path} (step {meta.get('step')}, {source}, seed {seed})"
     if individual is not None:
         paths = sampling.save_individual(images, individual)

@@ -26,10 +26,11 @@ class BatchStream:
     In-memory datasets are indexed straight from one uint8 tensor (on the training
     device when it fits); others go through a DataLoader with workers and pinned memory.
     Under data parallelism each rank takes its own slice of the same global batch.
+    ``labels`` (int64, one per image) makes every batch carry its images' class labels.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, *,
-                 num_workers=2, rank=0, world_size=1):
+                 num_workers=2, rank=0, world_size=1, labels: torch.Tensor | None = None):
         if batch_size % world_size:
             raise GantoolError(f"{batch_size} does not divide over {world_size} processes")
         self.dataset, self.seed, self.device = dataset, seed, device
@@ -39,10 +40,15 @@ class BatchStream:
         n = len(self.images) if self.images is not None else len(dataset)
         if n < batch_size:
             raise GantoolError(f"{batch_size} is larger than the dataset ({n} images); lower it")
+        if labels is not None and tuple(labels.shape) != (n,):
+            raise GantoolError(f"the dataset has {n} images but labels() returned shape {tuple(labels.shape)}")
         self.size, self.steps_per_epoch = n, n // batch_size
+        self.labels = labels.long() if labels is not None else None
         if self.images is not None and device.type == "cuda":  # on the GPU if it fits, else pinned for fast copies
             fits = self.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]
             self.images = self.images.to(device) if fits else self.images.pin_memory()
+        if self.labels is not None and self.images is not None:
+            self.labels = self.labels.to(self.images.device)
         self._perm_epoch, self._perm = None, None
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -57,21 +63,27 @@ class BatchStream:
         return self.permutation(epoch)[start : start + self.local_batch]
 
     def iterate(self, start: int):
-        """Yield float batches in [-1, 1] on the device, from global batch ``start`` on."""
+        """Yield (images, labels) from global batch ``start`` on: float images in [-1, 1] on
+        the device, and their int64 labels (``None`` for a stream without labels)."""
         batches = self._from_memory(start) if self.images is not None else self._from_loader(start)
-        for g, x in enumerate(batches, start):
+        for g, (x, y) in enumerate(batches, start):
             if self.dataset.hflip:  # this rank's slice of the global batch's coin flips
                 flips = torch.Generator().manual_seed(mix_seed(self.seed, 2, g))
                 coins = torch.rand(self.global_batch, generator=flips)
                 flip = coins[self.rank * self.local_batch :][: len(x)] < 0.5
                 x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
-            yield x
+            yield x, y
+
+    def _labels_of(self, idx: torch.Tensor) -> torch.Tensor | None:
+        if self.labels is None:
+            return None
+        return self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True)
 
     def _from_memory(self, start):
         for g in range(start, 1 << 62):
             idx = self.indices(g).to(self.images.device)
             x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
-            yield x.float().div_(127.5).sub_(1.0)
+            yield x.float().div_(127.5).sub_(1.0), self._labels_of(idx)
 
     def _from_loader(self, start):
         g = start
@@ -81,6 +93,6 @@ class BatchStream:
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
             )
-            for x in loader:
-                yield x.to(self.device, non_blocking=True)
+            for indices, x in zip(batches, loader):
+                yield x.to(self.device, non_blocking=True), self._labels_of(torch.tensor(indices))
             g = (epoch + 1) * self.steps_per_epoch

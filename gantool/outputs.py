@@ -17,6 +17,8 @@ from torchvision.utils import save_image
 import gantool
 from gantool.errors import GantoolError
 from gantool.data import mix_seed
+from gantool.plan import labelled
+from gantool.sampling import class_grid
 
 
 def builtin_callbacks(run, console=None) -> list[gantool.Callback]:
@@ -69,13 +71,19 @@ class MetricsLog(gantool.Callback):
 class SampleGrids(gantool.Callback):
     """samples/step_NNNNNNN.png every ``sample_every`` steps and at the end, from fixed latents.
 
-    The same latents every time, so the grids show one set of images evolving.
+    The same latents every time, so the grids show one set of images evolving. In a
+    class-conditional run each row is one class and each column one latent.
     """
 
     def __init__(self, run, *, every: int, n: int):
         self.every = every
         own_seed = torch.Generator().manual_seed(mix_seed(run.recipe.run.seed, 4))  # not the global RNG
-        self.latents = run.generator.sample_latent(n, generator=own_seed).to(run.device)
+        if run.plan.num_classes:
+            latents, labels, self.columns = class_grid(run.generator, run.plan.num_classes, n, own_seed)
+            self.labels = labels.to(run.device)
+        else:
+            latents, self.labels, self.columns = run.generator.sample_latent(n, generator=own_seed), None, None
+        self.latents = latents.to(run.device)
 
     def on_step_end(self, run):
         if self.every and run.step % self.every == 0:
@@ -87,9 +95,9 @@ class SampleGrids(gantool.Callback):
 
     def write(self, run):
         with run.sampling() as G:
-            images = G(self.latents).float().cpu()
+            images = G(self.latents, *labelled(self.labels)).float().cpu()
         folder = run.out_dir / "samples"
-        grid = dict(nrow=max(1, int(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+        grid = dict(nrow=self.columns or max(1, int(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
         path = folder / f"step_{run.step:07d}.png"
         save_image(images, path, **grid)
         save_image(images, folder / "final.png", **grid)

@@ -18,6 +18,7 @@ import torch
 
 import gantool
 from gantool.data import BatchStream
+from gantool.interfaces import split_scores
 from gantool.errors import GantoolError
 from gantool.recipe import OPTIMIZED, Recipe
 
@@ -39,6 +40,7 @@ class Plan:
     total_steps: int
     channels_last: bool
     amp_dtype: torch.dtype | None  # None: full precision
+    num_classes: int  # > 0: a class-conditional run (labels go to G, D and the loss)
     components: dict  # kind -> {"type", "qualified_name", "plugin", "version"}: stored in checkpoints
 
 
@@ -70,8 +72,12 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
     dataset = build(("dataset",), "dataset")
     shape = tuple(int(s) for s in dataset.image_shape)
     info["dataset"]["image_shape"] = list(shape)
-    generator = build(("generator",), "generator", image_shape=shape).to(device)
-    discriminator = build(("discriminator",), "discriminator", image_shape=shape).to(device)
+    labels = conditioning(recipe, registry, dataset)
+    num_classes = int(dataset.num_classes) if labels is not None else 0
+    if labels is not None:
+        info["dataset"].update(num_classes=num_classes, class_names=class_names(dataset))
+    generator = build(("generator",), "generator", image_shape=shape, num_classes=num_classes).to(device)
+    discriminator = build(("discriminator",), "discriminator", image_shape=shape, num_classes=num_classes).to(device)
     loss = build(("loss",), "loss")
     amp_dtype = autocast_dtype(train.amp, device)
     channels_last = channels_last_setting(train.channels_last, device, train.amp)
@@ -80,7 +86,7 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         discriminator = discriminator.to(memory_format=torch.channels_last)
     try:
         data = BatchStream(dataset, train.batch_size, recipe.run.seed, device,
-                           num_workers=train.num_workers, rank=rank, world_size=world_size)
+                           num_workers=train.num_workers, rank=rank, world_size=world_size, labels=labels)
     except GantoolError as e:
         raise GantoolError(f"{recipe.locate('train', 'batch_size')}: {e}") from None
     per_epoch = data.steps_per_epoch // train.d_steps_per_g
@@ -113,9 +119,57 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
             tensorboard = registry.build("callback", "gantool:tensorboard", {}, locate=lambda key: where)
             callbacks.append(("tensorboard", tensorboard))
         plan = Plan(recipe, device, dataset, generator, discriminator, loss, augment, optimizers, schedulers, metrics,
-                    callbacks, data, total_steps, channels_last, amp_dtype, info)
+                    callbacks, data, total_steps, channels_last, amp_dtype, num_classes, info)
         smoke_test(plan)
     return plan
+
+
+def conditioning(recipe: Recipe, registry, dataset) -> torch.Tensor | None:
+    """The dataset's labels when the run is class-conditional, else None.
+
+    A run is conditional when ``[train] conditional = true`` or the generator, the
+    discriminator or the loss declares ``conditioning = "required"``; then the dataset
+    must have labels and G and D must be able to take them (not ``"none"``).
+    """
+    declared = {}
+    for kind in ("generator", "discriminator", "loss"):
+        entry = recipe.component(kind)
+        try:
+            factory = registry.get(kind, entry[0]).load()
+        except GantoolError:  # an unknown name: building it reports the error with its location
+            continue
+        declared[kind] = (getattr(factory, "conditioning", "none"), registry.get(kind, entry[0]).name)
+    required = [kind for kind, (mode, _) in declared.items() if mode == "required"]
+    if not recipe.train.conditional and not required:
+        return None
+    if recipe.train.conditional:
+        why = f"{recipe.locate('train', 'conditional')} = true"
+        off = "or set [train] conditional = false"
+    else:
+        why = f"{required[0]} {declared[required[0]][1]} requires class labels"
+        off = f"or use an unconditional {required[0]}"
+    for kind in ("generator", "discriminator"):
+        mode, name = declared.get(kind, ("optional", ""))
+        if mode == "none":
+            raise GantoolError(f"{recipe.locate(kind, 'type')}: {kind} {name} cannot take class labels, but {why}; "
+                               f"use a conditional {kind} (see `gantool list {kind}`: dcgan, "
+                               f"{'upsample_conv' if kind == 'generator' else 'projection'}) {off}")
+    labels = dataset.labels() if int(getattr(dataset, "num_classes", 0) or 0) > 0 else None
+    where, name = recipe.locate("dataset", "type"), recipe.component("dataset")[0]
+    if labels is None:
+        raise GantoolError(f"{where}: dataset {name} has no class labels, but {why}; use a labelled dataset "
+                           f"(mnist5k, mnist, fashion_mnist, cifar10, imagefolder with one sub-folder per class) {off}")
+    k = int(dataset.num_classes)
+    if labels.dtype.is_floating_point or labels.dim() != 1 or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < k):
+        raise GantoolError(f"{where}: dataset {name}'s labels() must be integers in [0, {k}) of shape (N,); "
+                           f"got {labels.dtype} {tuple(labels.shape)}")
+    return labels
+
+
+def class_names(dataset) -> list[str]:
+    names = getattr(dataset, "class_names", None)
+    k = int(dataset.num_classes)
+    return [str(n) for n in names] if names is not None and len(names) == k else [str(i) for i in range(k)]
 
 
 def build_metric(registry, recipe_data: dict, name: str, locate):
@@ -138,10 +192,12 @@ def smoke_test(plan: Plan):
     for module, _ in modes:
         module.eval()
     try:
-        real = next(plan.data.iterate(0))[:2]
+        real, real_labels = next(plan.data.iterate(0))
+        real, real_labels = real[:2], real_labels[:2] if plan.num_classes else None
+        fake_labels = torch.arange(2, device=plan.device) % plan.num_classes if plan.num_classes else None
         with torch.no_grad():
             z = G.sample_latent(2, device=plan.device)
-            fake = _call(G, (z,), locate["generator"], names["generator"], "forward")
+            fake = _call(G, (z, *labelled(fake_labels)), locate["generator"], names["generator"], "forward")
         expected = (2, *plan.data.dataset.image_shape)
         if tuple(fake.shape) != expected or not fake.is_floating_point():
             raise GantoolError(f"{locate['generator']}: generator {names['generator']} makes {tuple(fake.shape)} "
@@ -153,25 +209,33 @@ def smoke_test(plan: Plan):
                 raise GantoolError(f"{where}: augmentation changes the shape {tuple(real.shape)} "
                                    f"to {tuple(augmented.shape)}; it must keep it")
             real, fake = augmented, plan.augment(fake)
-        real_scores = _call(D, (real,), locate["discriminator"], names["discriminator"], "forward")
+        real_scores, real_extras = split_scores(
+            _call(D, (real, *labelled(real_labels)), locate["discriminator"], names["discriminator"], "forward"))
         if tuple(real_scores.shape) != (2,):
             raise GantoolError(f"{locate['discriminator']}: discriminator {names['discriminator']} returns scores "
                                f"of shape {tuple(real_scores.shape)} for 2 images; expected (2,) (one logit per image)")
-        ctx = gantool.StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake)
+        ctx = gantool.StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake,
+                                  real_labels=real_labels, fake_labels=fake_labels, real_extras=real_extras)
+        fake_scores, ctx.fake_extras = split_scores(D(fake, *labelled(fake_labels)))
         loss, where = plan.loss, (locate["loss"], names["loss"])
-        loss_d = _call(loss.discriminator_loss, (real_scores, D(fake), ctx), *where, "discriminator_loss")
+        loss_d = _call(loss.discriminator_loss, (real_scores, fake_scores, ctx), *where, "discriminator_loss")
         _check_scalar(loss_d, *where, "discriminator_loss")
         penalty = _call(loss.penalty, (ctx,), *where, "penalty") if hasattr(loss, "penalty") else None
         if penalty is not None:
             _check_scalar(penalty, *where, "penalty")
         g_real = real_scores if getattr(loss, "generator_needs_real_scores", False) else None
-        loss_g = _call(loss.generator_loss, (g_real, D(fake), ctx), *where, "generator_loss")
+        loss_g = _call(loss.generator_loss, (g_real, ctx.scores(fake, fake_labels), ctx), *where, "generator_loss")
         _check_scalar(loss_g, *where, "generator_loss")
     finally:
         for module, training in modes:
             module.train(training)
         for net in (G, D):
             net.zero_grad(set_to_none=True)
+
+
+def labelled(labels: torch.Tensor | None) -> tuple:
+    """The label argument of a G or D call: none in an unconditional run (``G(z)``, ``D(x)``)."""
+    return () if labels is None else (labels,)
 
 
 def _check_scheduler(scheduler, where: str):

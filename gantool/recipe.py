@@ -67,6 +67,8 @@ class TrainConfig:
         channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN)
             and for CUDA with amp, off otherwise
         num_workers: DataLoader workers for datasets too large for memory
+        conditional: class-conditional training: G and D get the dataset's labels (it must have them);
+            on by itself when a component requires labels
     """
 
     batch_size: Annotated[int, Range(ge=1)] = 128
@@ -83,6 +85,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | Literal["auto"] = "auto"
     num_workers: Annotated[int, Range(ge=0)] = 2
+    conditional: bool = False
 
 
 @dataclasses.dataclass

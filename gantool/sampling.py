@@ -74,11 +74,13 @@ def generator_from_checkpoint(path: Path, registry, device="cpu", *, ema: bool =
     params.pop("type")
     component = meta["components"]["generator"]
     shape = tuple(meta["components"]["dataset"]["image_shape"])
+    num_classes = int(meta["components"]["dataset"].get("num_classes", 0))  # > 0: a class-conditional run
     try:
         registry.get("generator", component["qualified_name"])
     except GantoolError:
         raise GantoolError(f"{path}: generator {component['qualified_name']!r} is not installed; install the plugin {component['plugin']!r}") from None
-    generator = registry.build("generator", component["qualified_name"], params, locate=lambda k: f"{path}: [generator] {k}", image_shape=shape)
+    generator = registry.build("generator", component["qualified_name"], params, locate=lambda k: f"{path}: [generator] {k}",
+                               image_shape=shape, num_classes=num_classes)
     source = "ema_generator" if ema and has_module(tensors, "ema_generator") else "generator"
     restore_module(generator, tensors, source)
     return generator.to(device).eval(), meta
@@ -93,10 +95,36 @@ def seeded_latents(generator, n: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator, z: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images in [-1, 1] (float32, CPU) for latents ``z``, in batches of ``BATCH``."""
-    parts = [generator(chunk.to(device, non_blocking=True)).float().cpu() for chunk in z.split(BATCH)]
+def generate(generator, z: torch.Tensor, device: torch.device, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [-1, 1] (float32, CPU) for latents ``z`` (and class ``labels``), in batches of ``BATCH``."""
+    parts = []
+    for i in range(0, len(z), BATCH):
+        args = [z[i : i + BATCH].to(device, non_blocking=True)]
+        if labels is not None:
+            args.append(labels[i : i + BATCH].to(device, non_blocking=True))
+        parts.append(generator(*args).float().cpu())
     return torch.cat(parts)
+
+
+def class_names(meta: dict) -> list[str]:
+    """The class names a checkpoint's generator was trained on; [] for an unconditional one."""
+    dataset = meta["components"]["dataset"]
+    k = int(dataset.get("num_classes", 0))
+    names = dataset.get("class_names") or [str(i) for i in range(k)]
+    return [str(n) for n in names][:k]
+
+
+def resolve_class(value: str, names: list[str], path: Path) -> int:
+    """A class index from ``--class``: a class name (folder datasets) or an index."""
+    if not names:
+        raise GantoolError(f"--class {value}: {path} holds an unconditional generator "
+                           "(train with [train] conditional = true to sample by class)")
+    if value in names:
+        return names.index(value)
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
+        return int(value)
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    raise GantoolError(f"--class {value}: not a class of {path}; use an index 0-{len(names) - 1} or a name: {shown}")
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -139,6 +167,18 @@ def interpolation_latents(generator, rows: int, steps: int, seed: int) -> tuple[
     t[0], t[-1] = 0.0, 1.0
     walk = slerp(start, end, t)
     return walk.reshape(rows * steps, *z.shape[1:]), start, end
+
+
+def class_grid(generator, num_classes: int, n: int, seed: torch.Generator):
+    """(latents, labels, columns) of a grid with one row per class and about ``n`` images.
+
+    Each class gets ``max(1, n // num_classes)`` columns, and every row uses the same
+    latents, so a column shows one latent across all classes (the style stays, the class changes).
+    """
+    columns = max(1, n // num_classes)
+    z = generator.sample_latent(columns, generator=seed)
+    labels = torch.arange(num_classes).repeat_interleave(columns)
+    return z.repeat(num_classes, *[1] * (z.dim() - 1)), labels, columns
 
 
 def default_output(run_dir: Path | None, name: str) -> Path:

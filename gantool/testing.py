@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import itertools
 import json
 import math
 import tempfile
@@ -32,7 +33,7 @@ from torch import nn
 
 from gantool.checkpoint import load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from gantool.errors import GantoolError
-from gantool.interfaces import Callback, Dataset, Discriminator, Generator, StepContext
+from gantool.interfaces import Callback, Dataset, Discriminator, Generator, StepContext, split_scores
 
 __all__ = [
     "check_augmentation", "check_callback", "check_dataset", "check_discriminator", "check_generator",
@@ -89,11 +90,18 @@ class _Subject:
             self.label = f"{kind} {getattr(name_or_factory, '__qualname__', repr(name_or_factory))}"
         self.registry = registry
 
-    def at(self, shape) -> _Subject:
-        """The same subject, its messages naming the image shape."""
+    def at(self, shape, classes: int = 0) -> _Subject:
+        """The same subject, its messages naming the image shape (and the class count)."""
         other = copy.copy(self)
-        other.label = f"{self.label} (image_shape {tuple(shape)})"
+        other.label = f"{self.label} (image_shape {tuple(shape)}{f', num_classes {classes}' if classes else ''})"
         return other
+
+    def class_counts(self) -> tuple[int, ...]:
+        """0 (unconditional) and/or 3 classes, as the component's ``conditioning`` declares."""
+        mode = getattr(self.registry.get(self.kind, self.type).load(), "conditioning", "none")
+        counts = {"none": (0,), "optional": (0, 3), "required": (3,)}
+        self.expect(mode in counts, f"conditioning is {mode!r}; expected \"none\", \"optional\" or \"required\"")
+        return counts[mode]
 
     def build(self, **injected):
         try:
@@ -205,12 +213,14 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
     depends only on the seeded ``torch.Generator``; the output is (N, C, H, W) float in
     [-1, 1]; every parameter gets a gradient; eval mode is deterministic under a seed
     and takes a batch of 1; the state survives gantool's checkpoint round trip exactly.
+    A conditional generator (``conditioning``) is also built with ``num_classes = 3``
+    and called ``G(z, labels)``: it must set ``num_classes`` and its output must depend on the labels.
     """
     base = _Subject("generator", name_or_factory, params)
-    for shape in image_shapes:
-        shape = tuple(shape)
-        s = base.at(shape)
-        G = s.built_twice(image_shape=shape)
+    for shape, classes in itertools.product(map(tuple, image_shapes), base.class_counts()):
+        s = base.at(shape, classes)
+        injected = {"image_shape": shape, **({"num_classes": classes} if classes else {})}
+        G = s.built_twice(**injected)
         _expect_module(s, G, "Generator")
         latent_dim = getattr(G, "latent_dim", None)
         s.expect(isinstance(latent_dim, int) and latent_dim >= 1,
@@ -224,16 +234,17 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
         s.expect(_same(z, sample(generator=torch.Generator().manual_seed(1))),
                  "sample_latent differs for the same seeded torch.Generator; "
                  "draw from `generator`, not the global RNG")
+        labels = _check_classes(s, G, classes)
 
         G.train()
-        out = s.call("forward in train mode", G, z)
+        out = s.call("forward in train mode", G, z, *_labelled(labels))
         _check_output(s, out, (4, *shape), "forward")
         s.expect(bool((out.abs() <= 1).all()),
                  f"output ranges over [{out.min():.3g}, {out.max():.3g}], expected [-1, 1] (tanh)")
         s.call("backward", (out * _weights(out)).sum().backward)
         _check_gradients(s, G, "a loss on the output")
 
-        _check_eval_mode(s, G, z, (1, *shape), "generator", image_shape=shape)
+        _check_eval_mode(s, G, z, (1, *shape), "generator", labels=labels, **injected)
 
 
 @_keeps_global_rng
@@ -244,48 +255,79 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
     Checks: construction deterministic; scores of shape (N,), float, finite; gradients
     reach the input and every parameter; with ``penalties`` the input gradient can be
     differentiated again (``create_graph``), as ``r1_gamma`` and ``wgan_gp`` need; eval
-    mode deterministic under a seed, batch of 1; exact checkpoint round trip.
+    mode deterministic under a seed, batch of 1; exact checkpoint round trip. A
+    conditional discriminator is also built with ``num_classes = 3`` and called
+    ``D(x, labels)``; its scores must depend on the labels unless it returns extras (an
+    auxiliary classifier), whose values must have one row per image.
     """
     base = _Subject("discriminator", name_or_factory, params)
-    for shape in image_shapes:
-        shape = tuple(shape)
-        s = base.at(shape)
-        D = s.built_twice(image_shape=shape)
+    for shape, classes in itertools.product(map(tuple, image_shapes), base.class_counts()):
+        s = base.at(shape, classes)
+        injected = {"image_shape": shape, **({"num_classes": classes} if classes else {})}
+        D = s.built_twice(**injected)
         _expect_module(s, D, "Discriminator")
+        labels = _check_classes(s, D, classes)
         images = torch.rand(4, *shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
         D.train()
         x = images.clone().requires_grad_(True)
-        scores = s.call("forward in train mode", D, x)
+        output = s.call("forward in train mode", D, x, *_labelled(labels))
+        scores, extras = s.call("splitting the output into (scores, extras)", split_scores, output)
         _check_output(s, scores, (4,), "forward on 4 images")
-        s.call("backward", (scores * _weights(scores)).sum().backward)
+        bad = [k for k, v in extras.items() if not torch.is_tensor(v) or len(v) != 4]
+        s.expect(not bad, f"extras {bad} are not tensors with one row per image")
+        total = (scores * _weights(scores)).sum() + sum(v.float().mean() for v in extras.values())
+        s.call("backward", total.backward)
         s.expect(x.grad is not None and bool(torch.isfinite(x.grad).all()),
                  "no finite gradient w.r.t. the input images: G learns through it")
-        _check_gradients(s, D, "a loss on the scores")
+        _check_gradients(s, D, "a loss on the scores" + (" and extras" if extras else ""))
         if penalties:
             x = images.clone().requires_grad_(True)
             (grad,) = s.call("input gradient with create_graph=True", torch.autograd.grad,
-                             D(x).sum(), x, create_graph=True)
+                             split_scores(D(x, *_labelled(labels)))[0].sum(), x, create_graph=True)
             s.call("backward through the input gradient (needed by r1_gamma and wgan_gp; "
                    "pass penalties=False if it is not meant to support them)", grad.pow(2).sum().backward)
 
-        _check_eval_mode(s, D, images, (1,), "discriminator", image_shape=shape)
+        _check_eval_mode(s, D, images, (1,), "discriminator", labels=labels, uses_labels=not extras, **injected)
 
 
-def _check_eval_mode(s: _Subject, module, inputs, one_shape: tuple, name: str, **injected):
-    """Eval mode: deterministic under a seed, a batch of 1 works, a checkpoint round trip gives the same outputs."""
+def _labelled(labels) -> tuple:
+    return () if labels is None else (labels,)
+
+
+def _check_classes(s: _Subject, module, classes: int):
+    """Labels covering every class for a conditional build (None otherwise); ``num_classes`` must be set."""
+    if not classes:
+        return None
+    got = getattr(module, "num_classes", None)
+    s.expect(got == classes, f"num_classes is {got!r} after building with num_classes = {classes}")
+    return torch.arange(4) % classes
+
+
+def _check_eval_mode(s: _Subject, module, inputs, one_shape: tuple, name: str, *, labels=None,
+                     uses_labels: bool = True, **injected):
+    """Eval mode: deterministic under a seed, a batch of 1 works, a checkpoint round trip gives the same
+    outputs; with labels, other labels give other outputs."""
+    def forward(m, x, y=labels):
+        return split_scores(m(x, *_labelled(y)))[0]
+
     module.eval()
     with torch.no_grad():
         outputs = []
         for _ in range(2):
             torch.manual_seed(5)
-            outputs.append(s.call("forward in eval mode", module, inputs))
+            outputs.append(s.call("forward in eval mode", forward, module, inputs))
         s.expect(_same(*outputs), _EVAL_NONDETERMINISTIC)
-        one = s.call("forward of a batch of 1 in eval mode", module, inputs[:1])
+        one = s.call("forward of a batch of 1 in eval mode", forward, module, inputs[:1],
+                     None if labels is None else labels[:1])
         s.expect(tuple(one.shape) == one_shape, f"a batch of 1 gives shape {tuple(one.shape)}, expected {one_shape}")
+        if labels is not None and uses_labels:
+            torch.manual_seed(5)
+            other = forward(module, inputs, (labels + 1) % injected["num_classes"])
+            s.expect(not torch.allclose(other, outputs[0]), "the output does not depend on the labels")
         torch.manual_seed(1)
         restored = _round_trip(s, module, s.build(**injected), name).eval()
         torch.manual_seed(5)
-        s.expect(_same(restored(inputs), outputs[0]), f"a {name} restored from a checkpoint gives different outputs")
+        s.expect(_same(forward(restored, inputs), outputs[0]), f"a {name} restored from a checkpoint gives different outputs")
 
 
 # ----------------------------------------------------------------------------- tiny stand-ins
@@ -302,15 +344,17 @@ class _TinyGenerator(Generator):
 
 
 class _TinyDiscriminator(Discriminator):
-    def __init__(self, image_shape=(1, 8, 8)):
+    def __init__(self, image_shape=(1, 8, 8), num_classes: int = 0):
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.image_shape, self.num_classes = tuple(image_shape), num_classes
         c, h, w = self.image_shape
         self.net = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
                                  nn.Linear(4 * h * w, 1))
+        self.class_bias = nn.Embedding(num_classes, 1) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).squeeze(1)
+    def forward(self, x, labels=None):
+        scores = self.net(x).squeeze(1)
+        return scores if labels is None else scores + self.class_bias(labels).squeeze(1)
 
 
 class _TinyDataset(Dataset):
@@ -355,21 +399,33 @@ def check_loss(name_or_factory: str | Callable, params: dict | None = None):
     w.r.t. real and fake, G's w.r.t. fake); ``generator_loss`` gets ``real_scores`` exactly
     when ``generator_needs_real_scores`` says so (else ``None``); ``penalty(ctx)`` is
     ``None`` or a finite 0-dim tensor with gradient reaching D; ``ctx.log`` values are
-    0-dim; a loss that is a module keeps its state through a checkpoint.
+    0-dim; a loss that is a module keeps its state through a checkpoint. A loss with
+    ``conditioning = "required"`` gets labels of 3 classes and class logits as
+    ``"class_logits"`` extras (what an auxiliary-classifier discriminator returns).
     """
     s = _Subject("loss", name_or_factory, params)
     loss = s.built_twice()
     torch.manual_seed(0)
-    G, D = _TinyGenerator(), _TinyDiscriminator()
+    conditional = s.class_counts() == (3,)
+    G, D = _TinyGenerator(), _TinyDiscriminator(num_classes=3 if conditional else 0)
     real = torch.rand(8, *G.image_shape) * 2 - 1
     z = G.sample_latent(8)
     fake = G(z).detach()
     needs_real = bool(getattr(loss, "generator_needs_real_scores", False))
+
+    def context(fake_images) -> StepContext:
+        ctx = StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake_images)
+        if conditional:
+            ctx.real_labels, ctx.fake_labels = torch.arange(8) % 3, torch.arange(8).flip(0) % 3
+            ctx.real_extras = {"class_logits": torch.randn(8, 3, requires_grad=True)}
+            ctx.fake_extras = {"class_logits": torch.randn(8, 3, requires_grad=True)}
+        return ctx
+
     for centre in (0.0, 30.0, -30.0):  # undecided, confidently right, confidently wrong
         where = f" (scores around ±{abs(centre):g})" if centre else ""
         real_scores = (torch.randn(8) + centre).requires_grad_(True)
         fake_scores = (torch.randn(8) - centre).requires_grad_(True)
-        ctx = StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake)
+        ctx = context(fake)
         loss_d = s.call("discriminator_loss", loss.discriminator_loss, real_scores, fake_scores, ctx)
         _check_scalar(s, loss_d, f"discriminator_loss{where}")
         grad_real, grad_fake = torch.autograd.grad(loss_d, [real_scores, fake_scores], allow_unused=True)
@@ -387,7 +443,7 @@ def check_loss(name_or_factory: str | Callable, params: dict | None = None):
         s.expect(grad_fake is not None, "generator_loss has no gradient w.r.t. fake_scores: G would not learn")
         _check_logged(s, ctx)
 
-    ctx = StepContext(step=0, batch=0, generator=G, discriminator=D, real=real, fake=fake)
+    ctx = context(fake)
     penalty = s.call("penalty", loss.penalty, ctx)
     if penalty is not None:
         _check_scalar(s, penalty, "penalty")
@@ -557,7 +613,9 @@ def check_scheduler(name_or_factory: str | Callable, params: dict | None = None,
 def check_dataset(name_or_factory: str | Callable, params: dict | None = None):
     """A dataset: ``image_shape`` (C, H, W), ``len`` > 0, items float32 (C, H, W) in [-1, 1];
     ``as_tensor()`` is None or uint8 (N, C, H, W) agreeing with the items; built twice,
-    the same images (resume and data order rely on it)."""
+    the same images (resume and data order rely on it). A labelled dataset
+    (``num_classes`` > 0) has ``num_classes`` class names and ``labels()``: int64 (N,) in
+    [0, num_classes), the same when built twice."""
     s = _Subject("dataset", name_or_factory, params)
     ds = s.build()
     shape = tuple(getattr(ds, "image_shape", ()))
@@ -585,6 +643,25 @@ def check_dataset(name_or_factory: str | Callable, params: dict | None = None):
             expected = images[i].float() / 127.5 - 1
             s.expect(torch.allclose(item, expected, atol=1e-5), f"item {i} is not as_tensor()[{i}] / 127.5 - 1")
         s.expect(_same(item, again[i]), f"item {i} differs between two datasets built from the same parameters")
+    _check_labels(s, ds, again, n)
+
+
+def _check_labels(s: _Subject, ds, again, n: int):
+    k = getattr(ds, "num_classes", 0)
+    s.expect(isinstance(k, int) and k >= 0, f"num_classes is {k!r}, expected an int >= 0 (0: no labels)")
+    labels = s.call("labels()", ds.labels) if hasattr(ds, "labels") else None
+    if not k:
+        s.expect(labels is None, "labels() returned labels but num_classes is 0; set num_classes")
+        return
+    names = getattr(ds, "class_names", None)
+    s.expect(names is not None and len(names) == k and all(isinstance(x, str) for x in names),
+             f"class_names is {names!r}, expected {k} strings (one per class)")
+    s.expect(torch.is_tensor(labels) and labels.dtype == torch.int64 and tuple(labels.shape) == (n,),
+             f"labels() gave {getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}, "
+             f"expected int64 ({n},)")
+    s.expect(int(labels.min()) >= 0 and int(labels.max()) < k, f"labels range over [{int(labels.min())}, "
+             f"{int(labels.max())}], expected [0, {k})")
+    s.expect(_same(labels, again.labels()), "labels() differ between two datasets built from the same parameters")
 
 
 @_keeps_global_rng

@@ -15,7 +15,8 @@ import torch
 
 import gantool
 from gantool.data import mix_seed
-from gantool.plan import Plan
+from gantool.interfaces import split_scores
+from gantool.plan import Plan, labelled
 
 
 @dataclasses.dataclass
@@ -59,28 +60,34 @@ class GANUpdate:
         # Latents come from their own generator (checkpointed), not the global RNG.
         self.noise = torch.Generator(device=device).manual_seed(mix_seed(plan.recipe.run.seed, 3))
         self.global_batch, self.local_batch, self.rank = plan.data.global_batch, plan.data.local_batch, rank
+        self.num_classes = plan.num_classes
 
     def __call__(self, batches, step: int, batch: int) -> dict[str, torch.Tensor]:
         """One generator step after ``d_steps_per_g`` discriminator steps; returns device statistics.
 
         ``step`` counts generator steps and ``batch`` real batches done so far. The fake
-        batch is generated once per D step; the last one also trains G, through D.
+        batch is generated once per D step; the last one also trains G, through D. In a
+        class-conditional run G and D also get labels: the real batch's, and the ones
+        the fake batch was generated with (``labelled`` adds none otherwise).
         """
         G, D, loss = self.G, self.D, self.loss
         augment = self.augment if self.augment is not None else _unchanged
         stats = {}
         for k in range(self.d_steps_per_g):
-            real = next(batches)
+            real, real_labels = next(batches)
             if self.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             last = k == self.d_steps_per_g - 1
+            z, fake_labels = self.latents()
             with self.autocast, torch.set_grad_enabled(last):  # G's graph is needed only for its own step
-                fake = G.train_call(self.latents())
+                fake = G.train_call(z, *labelled(fake_labels))
             real_seen = augment(real)  # D sees (and the penalty uses) real images as augmented
-            ctx = gantool.StepContext(step, batch + k, G.module, D.module, real_seen, fake.detach(), stats)
+            ctx = gantool.StepContext(step, batch + k, G.module, D.module, real_seen, fake.detach(), stats,
+                                      real_labels, fake_labels)
             with self.autocast:
-                real_scores = D.train_call(real_seen)
-                loss_d = loss.discriminator_loss(real_scores, D.train_call(augment(ctx.fake)), ctx)
+                real_scores, ctx.real_extras = split_scores(D.train_call(real_seen, *labelled(real_labels)))
+                fake_scores, ctx.fake_extras = split_scores(D.train_call(augment(ctx.fake), *labelled(fake_labels)))
+                loss_d = loss.discriminator_loss(real_scores, fake_scores, ctx)
                 penalty = self.penalty(ctx)
                 if penalty is not None:
                     loss_d = loss_d + penalty
@@ -89,13 +96,13 @@ class GANUpdate:
                 self.observe(real_scores.detach(), ctx)
 
         D.module.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-        ctx.fake = fake
+        ctx = gantool.StepContext(step, batch + k, G.module, D.module, real_seen, fake, stats, real_labels, fake_labels)
         with self.autocast:
-            fake_scores = D.frozen_call(augment(fake))
+            fake_scores, ctx.fake_extras = split_scores(D.frozen_call(augment(fake), *labelled(fake_labels)))
             real_scores = None
             if self.needs_real_scores:  # relativistic losses: D(x) under the updated D
                 with torch.no_grad():
-                    real_scores = D.frozen_call(real_seen)
+                    real_scores, ctx.real_extras = split_scores(D.frozen_call(real_seen, *labelled(real_labels)))
             loss_g = loss.generator_loss(real_scores, fake_scores, ctx)
         G.optimize(loss_g)
         D.module.requires_grad_(True)
@@ -107,14 +114,19 @@ class GANUpdate:
         stats["loss_d"], stats["loss_g"] = loss_d.detach().float(), loss_g.detach().float()
         return stats
 
-    def latents(self) -> torch.Tensor:
-        """This rank's rows of the global batch's latents: every rank draws the same global
-        batch from the shared noise generator (so its checkpointed state is every rank's)
-        and keeps its own slice, as the data stream does with images."""
+    def latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's rows of the global batch's latents (and, in a conditional run, of its
+        uniformly drawn class labels): every rank draws the same global batch from the shared
+        noise generator (so its checkpointed state is every rank's) and keeps its own slice,
+        as the data stream does with images."""
         z = self.G.module.sample_latent(self.global_batch, device=self.device, generator=self.noise)
+        labels = None
+        if self.num_classes:
+            labels = torch.randint(self.num_classes, (self.global_batch,), device=self.device, generator=self.noise)
         if self.global_batch == self.local_batch:
-            return z
-        return z[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+            return z, labels
+        rows = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+        return z[rows], labels[rows] if labels is not None else None
 
 
 def _unchanged(images: torch.Tensor) -> torch.Tensor:

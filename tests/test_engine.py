@@ -104,14 +104,14 @@ def test_batch_order_depends_only_on_seed_and_index():
             return images
 
     a = BatchStream(Data(), 10, seed=3, device=torch.device("cpu"))
-    first = [x[:, 0, 0, 0] for _, x in zip(range(20), a.iterate(0))]
+    first = [x[:, 0, 0, 0] for _, (x, _labels) in zip(range(20), a.iterate(0))]
     epoch0 = torch.cat(first[:10])
     assert sorted(((epoch0 + 1) * 127.5).round().long().tolist()) == list(range(100))  # each image once per epoch
-    later = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu")).iterate(13))
+    later, _ = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu")).iterate(13))
     assert torch.equal(later[:, 0, 0, 0], first[13])
     # two ranks of a data-parallel run split the same global batch
-    r0 = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=0, world_size=2).iterate(13))
-    r1 = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=1, world_size=2).iterate(13))
+    r0, _ = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=0, world_size=2).iterate(13))
+    r1, _ = next(BatchStream(Data(), 10, seed=3, device=torch.device("cpu"), rank=1, world_size=2).iterate(13))
     assert torch.equal(torch.cat([r0, r1])[:, 0, 0, 0], first[13])
 
 
