@@ -29,3 +29,7 @@ def test_the_augmentation_example_meets_the_contract(examples):
 def test_the_callback_example_writes_its_log_and_stops_a_run(examples, tmp_path):
     run_dir = testing.check_callback(examples["StopWhenFlat"], {"patience": 1}, tmp_path=tmp_path)
     assert (run_dir / "flat.log").read_text().count("\n") >= 2
+
+
+def test_the_conditional_generator_example_meets_the_contract(examples):
+    testing.check_generator(examples["LabelledGenerator"])  # also built with num_classes = 3

@@ -16,6 +16,13 @@ G (``base_channels`` is the width next to the image), as in the paper's 64x64 mo
 Square sizes 16, 32, 64 and 128 start from a 4x4 map; 28 starts from 7x7 (a 7x7
 transposed convolution of the 1x1 latent, then x2, x2), like the TensorFlow DCGAN
 tutorial for MNIST.
+
+Both are class-conditional when the engine injects ``num_classes > 0`` (``[train]
+conditional = true``): G joins a label embedding to z (Mirza & Osindero 2014), D
+conditions by ``condition_by`` -- an input label map, a projection (Miyato & Koyama
+2018) or an auxiliary classifier (ACGAN, Odena et al. 2017). Conditional modules are
+created after all the unconditional ones, so an unconditional model draws exactly the
+same initial weights as before conditioning existed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,26 @@ def resolve_size(image_shape, family: str = "DCGAN") -> tuple[int, int]:
     return SUPPORTED_SIZES[height]
 
 
+def check_labels(module: nn.Module, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """``labels`` if ``module`` is conditional (then required, shape (n,)); ValueError on a mismatch."""
+    name = type(module).__name__
+    if not module.num_classes:
+        if labels is not None:
+            raise ValueError(f"{name} was built unconditional (num_classes = 0) but got labels")
+        return None
+    if labels is None:
+        raise ValueError(f"{name} was built class-conditional (num_classes = {module.num_classes}): "
+                         "pass labels, int64 of shape (N,)")
+    if labels.shape != (n,):
+        raise ValueError(f"{name}: labels must have shape ({n},), got {tuple(labels.shape)}")
+    return labels
+
+
+def check_num_classes(num_classes: int) -> None:
+    if num_classes < 0:
+        raise ParamError("num_classes", f"must be >= 0, got {num_classes}")
+
+
 def dcgan_init(module: nn.Module) -> None:
     """The paper's initialisation: conv weights N(0, 0.02); norm scale N(1, 0.02), shift 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
@@ -64,11 +91,19 @@ class DCGANGenerator(Generator):
     transposed convolution with stride 2, which is what produces the periodic
     "checkerboard" pattern the ``checkerboard`` metric measures (see ``upsample_conv``).
 
+    Class-conditional when built with ``num_classes > 0`` (Mirza & Osindero 2014,
+    "Conditional Generative Adversarial Nets"): a learned embedding of the label
+    (``label_dim`` values, N(0, 1) like z) is concatenated to z before the first
+    projection; ``forward(z, labels)`` then needs the labels.
+
     Args:
         latent_dim: Size of the latent vector z (the paper uses 100).
         base_channels: Feature maps of the last hidden layer; each layer closer to z has
             twice as many (64 in the paper).
+        label_dim: Size of the label embedding joined to z (conditional runs only).
     """
+
+    conditioning = "optional"
 
     def __init__(
         self,
@@ -76,16 +111,22 @@ class DCGANGenerator(Generator):
         image_shape: tuple[int, int, int],
         latent_dim: Annotated[int, Range(ge=1)] = 100,
         base_channels: Annotated[int, Range(ge=1)] = 64,
+        label_dim: Annotated[int, Range(ge=1)] = 50,
+        num_classes: int = 0,
     ):
         super().__init__()
+        check_num_classes(num_classes)
         start, steps = resolve_size(image_shape)
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.label_dim = label_dim
+        z_dim = latent_dim + (label_dim if num_classes else 0)
         widths = [base_channels * 2 ** (steps - 1 - i) for i in range(steps)]
         layers: list[nn.Module] = [
             # Projection of the 1x1 latent to a start x start map (a "fully connected"
             # layer written as a convolution, as in the paper's figure 1).
-            nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
+            nn.ConvTranspose2d(z_dim, widths[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         ]
@@ -98,9 +139,16 @@ class DCGANGenerator(Generator):
         layers += [nn.ConvTranspose2d(widths[-1], image_shape[0], 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if num_classes:  # after everything else: an unconditional G draws the same weights as ever
+            self.embed = nn.Embedding(num_classes, label_dim)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = check_labels(self, labels, z.shape[0])
+        if labels is None:
+            return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+        z = z.reshape(z.shape[0], self.latent_dim)
+        z = torch.cat([z, self.embed(labels).to(z.dtype)], 1)
+        return self.net(z.reshape(z.shape[0], -1, 1, 1))
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -118,6 +166,18 @@ class DCGANDiscriminator(Discriminator):
     Mirror image of the generator: for 64x64, C -> 32x32x64 -> 16x16x128 -> 8x8x256 ->
     4x4x512 -> a 4x4 convolution to one logit. No norm on the input layer.
 
+    Class-conditional when built with ``num_classes > 0``; ``forward(x, labels)`` then
+    needs the labels and ``condition_by`` says how they enter:
+
+    * "concat": an embedding maps each class to a learned H x W map, joined to x as one
+      more input channel (the common conditional DCGAN, after Mirza & Osindero 2014);
+    * "projection": score = psi(h) + <embed(y), sum_xy h>, where h is the last feature
+      map and psi the usual final convolution (Miyato & Koyama 2018, "cGANs with
+      Projection Discriminator"); the embedding is spectrally normalised with the rest;
+    * "auxiliary": labels are not an input; a second head on h predicts the class and
+      ``forward`` returns ``(scores, {"class_logits": (N, num_classes)})`` for the
+      ``acgan`` loss (ACGAN, Odena, Olah, Shlens 2017).
+
     Args:
         base_channels: Feature maps of the first layer; doubled by every following layer.
         dropout: Dropout probability after every LeakyReLU (0 = none, as in the paper;
@@ -128,7 +188,12 @@ class DCGANDiscriminator(Discriminator):
         norm: Normalisation of the hidden layers: "batch" (the paper), "layer" (per-sample,
             recommended with ``wgan_gp``/``r1_gamma`` because batch norm mixes samples and
             breaks per-sample gradient penalties), or "none".
+        condition_by: How labels enter in a conditional run: "concat" (a label map as an
+            extra input channel), "projection" (inner product of a class embedding with the
+            pooled features) or "auxiliary" (a class-logit head, for the ``acgan`` loss).
     """
+
+    conditioning = "optional"
 
     def __init__(
         self,
@@ -138,16 +203,22 @@ class DCGANDiscriminator(Discriminator):
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         spectral_norm: bool = False,
         norm: Literal["batch", "layer", "none"] = "batch",
+        condition_by: Literal["concat", "projection", "auxiliary"] = "concat",
+        num_classes: int = 0,
     ):
         super().__init__()
+        check_num_classes(num_classes)
         start, steps = resolve_size(image_shape)
         self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.condition_by = condition_by
         widths = [base_channels * 2**i for i in range(steps)]
 
         def act() -> list[nn.Module]:
             return [nn.LeakyReLU(0.2, inplace=True)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
 
-        convs: list[nn.Conv2d] = [nn.Conv2d(image_shape[0], widths[0], 4, 2, 1)]
+        in_channels = image_shape[0] + (1 if num_classes and condition_by == "concat" else 0)
+        convs: list[nn.Conv2d] = [nn.Conv2d(in_channels, widths[0], 4, 2, 1)]
         layers: list[nn.Module] = [convs[-1], *act()]
         for c_in, c_out in zip(widths, widths[1:]):
             convs.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"))
@@ -159,6 +230,72 @@ class DCGANDiscriminator(Discriminator):
         if spectral_norm:
             for conv in convs:
                 nn.utils.parametrizations.spectral_norm(conv)
+        # Conditional modules come last: an unconditional D draws the same weights as ever.
+        if num_classes and condition_by == "concat":
+            self.label_map = nn.Embedding(num_classes, image_shape[1] * image_shape[2])  # N(0, 1), input scale
+        elif num_classes and condition_by == "projection":
+            self.embed = nn.Embedding(num_classes, widths[-1])
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)  # a weight on the features, like the final conv's
+            if spectral_norm:
+                nn.utils.parametrizations.spectral_norm(self.embed)
+        elif num_classes:  # auxiliary: the ACGAN class head, shaped like the final convolution
+            self.classifier = nn.Conv2d(widths[-1], num_classes, start, 1, 0)
+            dcgan_init(self.classifier)
+            if spectral_norm:
+                nn.utils.parametrizations.spectral_norm(self.classifier)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).reshape(x.shape[0])
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        n = x.shape[0]
+        labels = check_labels(self, labels, n)
+        if labels is None:
+            return self.net(x).reshape(n)
+        if self.condition_by == "concat":
+            label_map = self.label_map(labels).reshape(n, 1, *x.shape[2:]).to(x.dtype)
+            return self.net(torch.cat([x, label_map], 1)).reshape(n)
+        features = x
+        for layer in self.net[:-1]:
+            features = layer(features)
+        scores = self.net[-1](features).reshape(n)
+        if self.condition_by == "projection":
+            return scores + (self.embed(labels) * features.sum((2, 3))).sum(1)
+        return scores, {"class_logits": self.classifier(features).reshape(n, self.num_classes)}
+
+
+class ProjectionDiscriminator(DCGANDiscriminator):
+    """The DCGAN discriminator as a projection discriminator (Miyato & Koyama 2018).
+
+    "cGANs with Projection Discriminator" (ICLR 2018): score = psi(h) + <embed(y), sum_xy h>
+    with h the last feature map -- the class enters as an inner product with D's features
+    instead of as an input, which the paper shows gives better class-conditional samples
+    than concatenation or an auxiliary classifier. Spectral norm on (the embedding
+    included) and no batch norm by default, the paper's setup; pair with ``hinge``.
+    Always conditional: needs a labelled dataset.
+
+    Args:
+        base_channels: Feature maps of the first layer; doubled by every following layer.
+        dropout: Dropout probability after every LeakyReLU (0 = none).
+        spectral_norm: Spectral normalisation of every convolution and of the class embedding.
+        norm: Normalisation of the hidden layers: "none" (the paper, with spectral norm),
+            "layer" or "batch".
+    """
+
+    conditioning = "required"
+
+    def __init__(
+        self,
+        *,
+        image_shape: tuple[int, int, int],
+        base_channels: Annotated[int, Range(ge=1)] = 64,
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+        spectral_norm: bool = True,
+        norm: Literal["batch", "layer", "none"] = "none",
+        num_classes: int = 0,
+    ):
+        if num_classes <= 0:
+            raise ParamError(
+                "num_classes",
+                f"the projection discriminator needs class labels, got num_classes = {num_classes}; "
+                'use a labelled dataset, or [discriminator] type = "dcgan" for an unconditional run',
+            )
+        super().__init__(image_shape=image_shape, base_channels=base_channels, dropout=dropout,
+                         spectral_norm=spectral_norm, norm=norm, condition_by="projection", num_classes=num_classes)

@@ -25,3 +25,5 @@ def gantool_register_components(registry):
                  summary="Relativistic average least-squares GAN (Jolicoeur-Martineau 2018)")
     registry.add("loss", "rahinge", f"{_LOSSES}:RaHingeLoss",
                  summary="Relativistic average hinge loss (Jolicoeur-Martineau 2018)")
+    registry.add("loss", "acgan", f"{_LOSSES}:ACGANLoss",
+                 summary="Auxiliary-classifier GAN (Odena et al. 2017); needs D with condition_by = \"auxiliary\"")

@@ -8,6 +8,9 @@ to the discriminator loss by the engine. ``r1_gamma = 0`` (the default) switches
 Quality of StyleGAN", lazy regularization): computed on every k-th discriminator batch
 only, times k, so its average strength is unchanged at a fraction of the cost.
 
+In a class-conditional run the penalties score images with the real batch's labels
+(``ctx.scores(images, ctx.real_labels)``), so they differentiate the same D the loss sees.
+
 Each loss logs its own statistics from ``discriminator_loss`` (see ``log_stats``):
 ``d_real``/``d_fake`` (mean sigmoid) for the BCE family, whose scores are logits of a
 probability, and ``score_real``/``score_fake`` (mean raw score) for the others.
@@ -16,20 +19,31 @@ probability, and ``score_real``/``score_fake`` (mean raw score) for the others.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 
-from gantool import Loss, Range
+from gantool import GantoolError, Loss, Range
 from gantool.params import parameters
 
 R1Gamma = Annotated[float, Range(ge=0)]
 R1Every = Annotated[int, Range(ge=1)]
 
 
-def _input_gradient(discriminator, x: torch.Tensor) -> torch.Tensor:
-    """d(sum of D(x))/dx per sample, flattened to (N, -1), kept in the graph for backprop.
+Scores = Callable[[torch.Tensor], torch.Tensor]  # images -> D's scores (N,)
+
+
+def _scores_with_real_labels(ctx) -> Scores:
+    """D's scores as a function of the images alone, with the real labels in a conditional run."""
+    return lambda images: ctx.scores(images, ctx.real_labels)
+
+
+def _input_gradient(scores: Scores, x: torch.Tensor) -> torch.Tensor:
+    """d(sum of scores(x))/dx per sample, flattened to (N, -1), kept in the graph for backprop.
+
+    ``scores`` is a plain (unconditional) discriminator or any images -> (N,) function.
 
     Computed in float32 with autocast off, even inside a mixed-precision step: input
     gradients in float16 underflow, and the engine's gradient scaler only scales the
@@ -37,14 +51,13 @@ def _input_gradient(discriminator, x: torch.Tensor) -> torch.Tensor:
     """
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
         x = x.detach().float().requires_grad_(True)
-        scores = discriminator(x)
-        (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+        (grad,) = torch.autograd.grad(scores(x).sum(), x, create_graph=True)
     return grad.flatten(1)
 
 
-def r1_penalty(discriminator, real: torch.Tensor, gamma: float) -> torch.Tensor:
+def r1_penalty(scores: Scores, real: torch.Tensor, gamma: float) -> torch.Tensor:
     """``gamma / 2 * mean_i ||grad_x D(x_i)||^2`` over the real batch."""
-    return 0.5 * gamma * _input_gradient(discriminator, real).pow(2).sum(1).mean()
+    return 0.5 * gamma * _input_gradient(scores, real).pow(2).sum(1).mean()
 
 
 class GANLoss(Loss):
@@ -83,7 +96,7 @@ class GANLoss(Loss):
         """The R1 term of this batch (logged unscaled as ``r1``), or None when off or lazily skipped."""
         if self.r1_gamma <= 0 or ctx.batch % self.r1_every:
             return None
-        value = r1_penalty(ctx.discriminator, ctx.real, self.r1_gamma)
+        value = r1_penalty(_scores_with_real_labels(ctx), ctx.real, self.r1_gamma)
         ctx.log("r1", value)
         return value if self.r1_every == 1 else value * self.r1_every
 
@@ -254,19 +267,23 @@ class WGANGPLoss(GANLoss):
     def generator_loss(self, real_scores, fake_scores, ctx):
         return -fake_scores.mean()
 
-    def gradient_penalty(self, discriminator, real, fake) -> torch.Tensor:
-        """``gp_weight * mean((||grad D(x_hat)||_2 - 1)^2)`` on random interpolates."""
+    def gradient_penalty(self, scores: Scores, real, fake) -> torch.Tensor:
+        """``gp_weight * mean((||grad D(x_hat)||_2 - 1)^2)`` on random interpolates.
+
+        ``scores`` maps images to D's scores; in a conditional run it passes the real labels
+        (each interpolate keeps its real image's label).
+        """
         real, fake = real.detach(), fake.detach()
         # Uses the global RNG on purpose: it is part of training and restored on resume.
         e = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
         x_hat = e * real + (1 - e) * fake
-        norms = _input_gradient(discriminator, x_hat).norm(2, dim=1)
+        norms = _input_gradient(scores, x_hat).norm(2, dim=1)
         return self.gp_weight * (norms - 1).pow(2).mean()
 
     def penalty(self, ctx):
         total = None
         if self.gp_weight > 0:
-            total = self.gradient_penalty(ctx.discriminator, ctx.real, ctx.fake)
+            total = self.gradient_penalty(_scores_with_real_labels(ctx), ctx.real, ctx.fake)
             ctx.log("gp", total)
         r1 = self.r1(ctx)
         if r1 is not None:
@@ -354,3 +371,62 @@ class RaHingeLoss(RelativisticAverageLoss):
 
     def _down(self, d):
         return F.relu(1 + d)
+
+
+_ADVERSARIAL = {"ns": NonSaturatingLoss(), "hinge": HingeLoss()}  # stateless: r1 off, default targets
+
+
+class ACGANLoss(GANLoss):
+    """Auxiliary-classifier GAN (ACGAN; Odena, Olah, Shlens 2017, "Conditional Image
+    Synthesis with Auxiliary Classifier GANs").
+
+    D has a second head predicting the class of every image (``[discriminator] type =
+    "dcgan"`` with ``condition_by = "auxiliary"``); both networks also minimise its
+    cross-entropy: D ``adv_D + class_weight * (CE(real logits, real labels) + CE(fake
+    logits, fake labels))``, G ``adv_G + class_weight * CE(fake logits, fake labels)``, so
+    G learns to make images D recognises as their class. Logs ``class_acc_real`` and
+    ``class_acc_fake`` (D's accuracy on each batch) besides the adversarial statistics.
+
+    Args:
+        adversarial: The adversarial part: "ns" (non-saturating BCE, as in the paper) or "hinge".
+        class_weight: Weight of the classification terms (1 in the paper).
+    """
+
+    conditioning = "required"
+
+    def __init__(
+        self,
+        *,
+        adversarial: Literal["ns", "hinge"] = "ns",
+        class_weight: Annotated[float, Range(ge=0)] = 1.0,
+        r1_gamma: R1Gamma = 0.0,
+        r1_every: R1Every = 1,
+    ):
+        super().__init__(r1_gamma=r1_gamma, r1_every=r1_every)
+        self.adversarial = adversarial
+        self.class_weight = class_weight
+
+    @staticmethod
+    def _cross_entropy(extras: dict, labels, ctx, accuracy_name: str | None = None) -> torch.Tensor:
+        """CE of D's class logits (in float32 under mixed precision); logs D's accuracy as ``accuracy_name``."""
+        if "class_logits" not in extras:
+            raise GantoolError(
+                "the acgan loss needs a discriminator with an auxiliary classifier, "
+                'e.g. [discriminator] type = "dcgan" with condition_by = "auxiliary"'
+            )
+        if labels is None:
+            raise GantoolError("the acgan loss needs class labels: a labelled dataset and [train] conditional = true")
+        logits = extras["class_logits"]
+        if accuracy_name:
+            ctx.log(accuracy_name, (logits.detach().argmax(1) == labels).float().mean())
+        return F.cross_entropy(logits.float(), labels)
+
+    def discriminator_loss(self, real_scores, fake_scores, ctx):
+        adversarial = _ADVERSARIAL[self.adversarial].discriminator_loss(real_scores, fake_scores, ctx)
+        real = self._cross_entropy(ctx.real_extras, ctx.real_labels, ctx, "class_acc_real")
+        fake = self._cross_entropy(ctx.fake_extras, ctx.fake_labels, ctx, "class_acc_fake")
+        return adversarial + self.class_weight * (real + fake)
+
+    def generator_loss(self, real_scores, fake_scores, ctx):
+        adversarial = _ADVERSARIAL[self.adversarial].generator_loss(real_scores, fake_scores, ctx)
+        return adversarial + self.class_weight * self._cross_entropy(ctx.fake_extras, ctx.fake_labels, ctx)

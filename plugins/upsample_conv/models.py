@@ -11,6 +11,11 @@ stride-1 convolution treats every pixel alike, so no period-2 pattern is created
 
 Same layout and widths as the ``dcgan`` generator (so the two compare fairly in the
 checkerboard benchmark): z -> start map (4x4, or 7x7 for 28 px) -> x2 blocks -> image.
+
+Class-conditional when built with ``num_classes > 0``: every hidden batch norm becomes a
+conditional batch norm, whose per-channel gain and bias are looked up per class (de Vries
+et al. 2017, "Modulating early visual processing by language"; the generator of Miyato &
+Koyama 2018).
 """
 
 from __future__ import annotations
@@ -21,7 +26,38 @@ import torch
 from torch import nn
 
 from gantool import Generator, ParamError, Range
-from gantool_plugins.dcgan.models import dcgan_init, resolve_size
+from gantool_plugins.dcgan.models import check_labels, check_num_classes, dcgan_init, resolve_size
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose affine gain and bias depend on the class: ``gain[y] * bn(x) + bias[y]``.
+
+    The gains start at N(1, 0.02) and the biases at 0, DCGAN's batch-norm init, so at
+    initialisation every class is normalised almost alike.
+    """
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.channels = channels
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.embed = nn.Embedding(num_classes, 2 * channels)  # [gain | bias] per class
+        with torch.no_grad():
+            nn.init.normal_(self.embed.weight[:, :channels], 1.0, 0.02)
+            nn.init.zeros_(self.embed.weight[:, channels:])
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        gain, bias = self.embed(labels).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        out = self.bn(x)
+        return gain.to(out.dtype) * out + bias.to(out.dtype)
+
+
+class LabelledSequential(nn.Sequential):
+    """``nn.Sequential`` that also hands the labels to its conditional batch norms."""
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class UpsampleConvGenerator(Generator):
@@ -35,6 +71,10 @@ class UpsampleConvGenerator(Generator):
     (N(0, 0.02)). Reference: Odena, Dumoulin, Olah 2016, "Deconvolution and
     Checkerboard Artifacts", Distill.
 
+    Class-conditional when built with ``num_classes > 0``: every hidden BatchNorm is a
+    ``ConditionalBatchNorm2d`` (a per-class gain and bias; de Vries et al. 2017, Miyato &
+    Koyama 2018) and ``forward(z, labels)`` needs the labels. z is projected as before.
+
     Args:
         latent_dim: Size of the latent vector z.
         base_channels: Feature maps of the last hidden layer; each layer closer to z has
@@ -45,6 +85,8 @@ class UpsampleConvGenerator(Generator):
         padding_mode: "zeros" or "reflect" (reflect avoids dark borders from zero padding).
     """
 
+    conditioning = "optional"
+
     def __init__(
         self,
         *,
@@ -54,8 +96,10 @@ class UpsampleConvGenerator(Generator):
         upsample_mode: Literal["nearest", "bilinear"] = "nearest",
         kernel_size: Annotated[int, Range(ge=1)] = 3,
         padding_mode: Literal["zeros", "reflect"] = "zeros",
+        num_classes: int = 0,
     ):
         super().__init__()
+        check_num_classes(num_classes)
         if kernel_size % 2 == 0:
             raise ParamError(
                 "kernel_size", f"must be odd so the convolution keeps the image centred, got {kernel_size}; use 3 or 5"
@@ -68,23 +112,30 @@ class UpsampleConvGenerator(Generator):
             )
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         widths = [base_channels * 2 ** (steps - 1 - i) for i in range(steps)]
+
+        def norm(channels: int) -> nn.Module:
+            # A plain BatchNorm2d draws no random numbers when built (dcgan_init sets its scale below),
+            # so the unconditional G is unchanged; the conditional one initialises itself.
+            return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
 
         def block(c_in: int, c_out: int, *, last: bool) -> list[nn.Module]:
             up = nn.Upsample(scale_factor=2, mode=upsample_mode, **({} if upsample_mode == "nearest" else {"align_corners": False}))
             conv = nn.Conv2d(c_in, c_out, kernel_size, 1, kernel_size // 2, padding_mode=padding_mode, bias=last)
-            return [up, conv, nn.Tanh()] if last else [up, conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            return [up, conv, nn.Tanh()] if last else [up, conv, norm(c_out), nn.ReLU(inplace=True)]
 
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
+            norm(widths[0]),
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in zip(widths, widths[1:]):
             layers += block(c_in, c_out, last=False)
         layers += block(widths[-1], image_shape[0], last=True)
-        self.net = nn.Sequential(*layers)
+        self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = check_labels(self, labels, z.shape[0])
+        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1), labels)
