@@ -346,7 +346,7 @@ def fake_mnist_files(root, folder="MNIST", n_train=12, n_test=5):
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (n_train, 28, 28), generator=g, dtype=torch.uint8)
     write_idx(raw / "train-images-idx3-ubyte", train.numpy())
-    write_idx(raw / "train-labels-idx1-ubyte", list(range(n_train)))
+    write_idx(raw / "train-labels-idx1-ubyte", [i % 10 for i in range(n_train)])
     write_idx(raw / "t10k-images-idx3-ubyte", torch.zeros(n_test, 28, 28, dtype=torch.uint8).numpy())
     write_idx(raw / "t10k-labels-idx1-ubyte", [0] * n_test)
     return train

@@ -3,7 +3,8 @@
 uint8 is 4x smaller than float32, so whole datasets fit in memory (CelebA at 64x64 is
 2.5 GB), and the engine converts to float [-1, 1] per batch on the training device.
 A subclass only says how to produce that tensor (``_load``); indexing, the float
-conversion and the ``hflip``/``limit`` parameters live here.
+conversion and the ``hflip``/``limit`` parameters live here. A labelled subclass
+also calls ``_set_classes`` in ``__init__`` and implements ``_load_labels``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 import gantool
-from gantool import ParamError
+from gantool import GantoolError, ParamError
 
 
 class InMemoryImages(gantool.Dataset):
     """Base for datasets whose whole content is produced once by ``_load()``.
 
     Subclasses set ``image_shape`` and implement ``_load() -> uint8 (N, C, H, W)``;
-    the result is computed on first use and kept.
+    the result is computed on first use and kept. Labels work the same way:
+    ``_load_labels() -> int64 (N,)``, called once by ``labels()`` when ``num_classes > 0``.
     """
 
     def __init__(self, *, image_shape: tuple[int, int, int], hflip: bool, limit: int):
@@ -29,9 +31,36 @@ class InMemoryImages(gantool.Dataset):
         self.hflip = hflip  # applied by the engine to random halves of each batch
         self.limit = limit
         self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
 
     def _load(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def _set_classes(self, names) -> None:
+        """Make the set labelled; at construction, since the engine reads ``num_classes`` when planning."""
+        self.class_names = [str(name) for name in names]
+        self.num_classes = len(self.class_names)
+
+    def _load_labels(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def labels(self) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        if self._labels is None:
+            labels = self._load_labels()  # first: it may decode, which fixes len() (skipped files)
+            n = len(self)
+            assert labels.dtype == torch.int64 and tuple(labels.shape) == (n,), (
+                f"{type(self).__name__}._load_labels returned {labels.dtype} {tuple(labels.shape)}, "
+                f"expected int64 ({n},)"
+            )
+            if n and not (0 <= int(labels.min()) and int(labels.max()) < self.num_classes):
+                raise GantoolError(
+                    f"{type(self).__name__}: labels range over [{int(labels.min())}, {int(labels.max())}], "
+                    f"expected 0 ... {self.num_classes - 1} ({self.num_classes} classes); are the label files intact?"
+                )
+            self._labels = labels
+        return self._labels
 
     def as_tensor(self) -> torch.Tensor | None:
         if self._images is None:

@@ -1,7 +1,9 @@
 """``fake``: random images of any shape, for benchmarks and tests (like torchvision's FakeData).
 
 Image ``i`` depends only on ``seed`` and ``i`` (its own seeded generator), so the set
-is identical on every machine and ``limit`` keeps a prefix of the same images.
+is identical on every machine and ``limit`` keeps a prefix of the same images. With
+``num_classes = K`` image ``i`` has label ``i % K``: enough to exercise the plumbing of a
+conditional run (the pixels do not depend on the label, so there is nothing to learn).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Annotated
 
 import torch
 
-from gantool import Range
+from gantool import ParamError, Range
 from gantool_plugins.datasets.base import InMemoryImages, apply_limit
 
 
@@ -24,6 +26,8 @@ class FakeImages(InMemoryImages):
         seed: Seed of the pixel values; the same seed gives the same images everywhere.
         hflip: Flip random halves of each batch horizontally.
         limit: Use only the first N images; 0 means all.
+        num_classes: Labelled with this many classes (image i has label i % num_classes,
+            class names "0", "1", ...); 0 means unlabelled.
     """
 
     def __init__(
@@ -35,9 +39,14 @@ class FakeImages(InMemoryImages):
         seed: int = 0,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,
+        num_classes: Annotated[int, Range(ge=0)] = 0,
     ):
         super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        if num_classes < 0:
+            raise ParamError("num_classes", f"must be >= 0 (0 means unlabelled), got {num_classes}")
         self.size, self.seed = size, seed
+        if num_classes:
+            self._set_classes(str(k) for k in range(num_classes))
 
     def __len__(self) -> int:
         return apply_limit(self.size, self.limit)
@@ -51,3 +60,6 @@ class FakeImages(InMemoryImages):
         for i in range(len(self)):
             out[i] = self.image(i)
         return out
+
+    def _load_labels(self) -> torch.Tensor:
+        return torch.arange(len(self), dtype=torch.int64) % self.num_classes

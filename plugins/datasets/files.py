@@ -9,6 +9,11 @@ change to the folder or the parameters is a miss, never stale data.
 Sets too large for memory (``in_memory = false``, or ``"auto"`` when the uint8
 tensor would exceed a quarter of physical RAM) skip all that: ``as_tensor()`` returns
 None and ``__getitem__`` decodes one file, for the engine's DataLoader workers.
+
+Labels (``imagefolder`` with class sub-folders) are one per file. In memory, the rows
+of unreadable files are dropped from the labels too, so the cache stores which files
+were kept. Per item, ``labels()`` is by file index and a broken file's stand-in is
+taken from the same class, so every item still matches its label.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from gantool_plugins.datasets.base import InMemoryImages, apply_limit, to_float
 from gantool_plugins.datasets.decode import Preprocess, load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CACHE_FORMAT = 1  # bump when decode.py changes the pixels it produces: old caches then miss
+CACHE_FORMAT = 2  # bump when decode.py changes the pixels or the cache file's layout changes: old caches then miss
 
 
 class ImageFiles(InMemoryImages):
-    """Base for file datasets: subclasses pass the sorted file list and the preprocessing."""
+    """Base for file datasets: subclasses pass the sorted file list and the preprocessing,
+    and for a labelled set each file's class index (``file_labels``) and the ``class_names``."""
 
     def __init__(
         self,
@@ -46,10 +52,16 @@ class ImageFiles(InMemoryImages):
         limit: int,
         cache: bool,
         in_memory: bool | str,
+        file_labels: list[int] | None = None,
+        class_names: list[str] | None = None,
     ):
         super().__init__(image_shape=(pre.channels, pre.size, pre.size), hflip=hflip, limit=limit)
         self.name, self.root, self.pre, self.cache = name, root, pre, cache
         self.files = files[: apply_limit(len(files), limit)]
+        self._file_labels = None if file_labels is None else list(file_labels[: len(self.files)])
+        if self._file_labels is not None:
+            self._set_classes(class_names)
+        self._kept: torch.Tensor | None = None  # bool per file: decoded, so a row of the tensor
         nbytes = len(self.files) * pre.channels * pre.size * pre.size
         self.in_memory = nbytes <= memory_budget() if in_memory == "auto" else bool(in_memory)
         self.skipped = 0  # unreadable files left out of the in-memory tensor
@@ -84,28 +96,49 @@ class ImageFiles(InMemoryImages):
             return super().__getitem__(index)
         # Per-item path (DataLoader workers). A broken file cannot be dropped here without
         # changing len(); the next readable file stands in for it, with one warning.
-        for offset in range(len(self.files)):
-            path = self.files[(index + offset) % len(self.files)]
+        for i in self._stand_ins(index):
+            path = self.files[i]
             try:
                 return to_float(load_image(path, self.pre))
             except Exception as exc:  # noqa: BLE001 -- any unreadable file is skipped the same way
                 if not self._warned:
                     self._warned = True
-                    warn(f"{self.name}: cannot read {path} ({exc}); using the next image instead")
+                    same = " of the same class" if self._file_labels is not None else ""
+                    warn(f"{self.name}: cannot read {path} ({exc}); using the next image{same} instead")
         raise GantoolError(f"{self.name}: none of the {len(self.files)} image files under {self.root} could be read")
+
+    def _stand_ins(self, index: int):
+        """``index``, then the files after it (wrapping around); in a labelled set those of
+        the same class come first, so a broken file's stand-in keeps the label ``labels()`` gives."""
+        yield index
+        n, labels = len(self.files), self._file_labels
+        later = [(index + k) % n for k in range(1, n)]  # built only when ``index`` is unreadable
+        if labels is None:
+            yield from later
+        else:
+            yield from (i for i in later if labels[i] == labels[index])
+            yield from (i for i in later if labels[i] != labels[index])
+
+    def _load_labels(self) -> torch.Tensor:
+        labels = torch.tensor(self._file_labels, dtype=torch.int64)
+        if not self.in_memory:
+            return labels  # by file index, like __getitem__
+        self.as_tensor()  # decoding decides which files have a row
+        return labels[self._kept]
 
     # -- decoding everything once -------------------------------------------------------
 
     def _load(self) -> torch.Tensor:
         path = cache_path(self._cache_key()) if self.cache else None
-        images = read_cache(path, self.image_shape) if path else None
-        if images is not None:
-            self.skipped = images.skipped
+        cached = read_cache(path, self.image_shape, len(self.files)) if path else None
+        if cached is not None:
+            self._kept = cached.kept
+            self.skipped = len(self.files) - int(cached.kept.sum())
             self._warn_skipped()
-            return images.tensor
+            return cached.tensor
         images = self._decode_all()
         if path:
-            write_cache(path, images, skipped=self.skipped, source=str(self.root))
+            write_cache(path, images, kept=self._kept, source=str(self.root))
         return images
 
     def _decode_all(self) -> torch.Tensor:
@@ -136,6 +169,7 @@ class ImageFiles(InMemoryImages):
                 )
             bar.done = f"{self.name}: decoded {n - self.skipped} of {n} images"
         self._warn_skipped(example=errors[0] if errors else None)
+        self._kept = ok
         return out[ok] if self.skipped else out
 
     def _warn_skipped(self, example: str | None = None):
@@ -144,9 +178,10 @@ class ImageFiles(InMemoryImages):
             warn(f"{self.name}: skipped {self.skipped} unreadable image file(s) under {self.root}{more}")
 
     def _cache_key(self) -> str:
-        """Hash of what decides the tensor: the files (path, size, mtime) and the preprocessing."""
+        """Hash of what decides the tensor: the files (path, size, mtime), the preprocessing and the labelling."""
         h = hashlib.sha256()
-        header = {"format": CACHE_FORMAT, "dataset": self.name, "root": str(self.root.resolve()), **self.pre.cache_params()}
+        header = {"format": CACHE_FORMAT, "dataset": self.name, "root": str(self.root.resolve()),
+                  "labels": "none" if self._file_labels is None else "folders", **self.pre.cache_params()}
         h.update(json.dumps(header, sort_keys=True).encode())
         for path in self.files:
             try:
@@ -202,29 +237,32 @@ def cache_path(key: str) -> Path:
 
 
 class _Cached:
-    def __init__(self, tensor, skipped):
-        self.tensor, self.skipped = tensor, skipped
+    def __init__(self, tensor, kept):
+        self.tensor, self.kept = tensor, kept
 
 
-def read_cache(path: Path, image_shape) -> _Cached | None:
-    """The cached tensor, or None on a miss or an unusable file (which is then rebuilt)."""
+def read_cache(path: Path, image_shape, n_files: int) -> _Cached | None:
+    """The cached tensor and which of the ``n_files`` files it holds (``kept``, bool per file,
+    so labels drop the same rows); None on a miss or an unusable file (which is then rebuilt)."""
     if not path.is_file():
         return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
             images = f.get_tensor("images")
+            kept = f.get_tensor("kept")
     except Exception as exc:  # noqa: BLE001 -- truncated or foreign file: decode again
         warn(f"ignoring unreadable dataset cache {path} ({exc}); decoding again")
         return None
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != tuple(image_shape):
         return None
-    return _Cached(images, int(meta.get("skipped", 0)))
+    if kept.dtype != torch.bool or tuple(kept.shape) != (n_files,) or int(kept.sum()) != len(images):
+        return None
+    return _Cached(images, kept)
 
 
-def write_cache(path: Path, images: torch.Tensor, *, skipped: int, source: str):
+def write_cache(path: Path, images: torch.Tensor, *, kept: torch.Tensor, source: str):
     """Atomic write (temp file + rename): a crash never leaves a half-written cache."""
     from safetensors.torch import save_file
 
@@ -233,7 +271,9 @@ def write_cache(path: Path, images: torch.Tensor, *, skipped: int, source: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
         os.close(fd)
-        save_file({"images": images.contiguous()}, tmp, metadata={"skipped": str(skipped), "source": source})
+        skipped = str(len(kept) - int(kept.sum()))
+        save_file({"images": images.contiguous(), "kept": kept.contiguous()}, tmp,
+                  metadata={"skipped": skipped, "source": source})
         os.replace(tmp, path)
     except OSError as exc:
         warn(f"could not write the dataset cache {path} ({exc}); the next run decodes again")

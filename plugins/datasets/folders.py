@@ -15,10 +15,12 @@ from gantool_plugins.datasets.files import IMAGE_SUFFIXES, ImageFiles, find_imag
 
 
 class ImageFolder(ImageFiles):
-    """Every image under a folder, recursively (png, jpg, jpeg, webp, bmp); labels are ignored.
+    """Every image under a folder, recursively (png, jpg, jpeg, webp, bmp).
 
     Transparent images (e.g. Pokemon sprites) are composited onto ``background``
     instead of turning black. Unreadable files are skipped with one warning line.
+    Class labels come from sub-folders, as in torchvision's ImageFolder: each sub-folder
+    of ``root`` holding images (at any depth) is a class, numbered in sorted name order.
 
     Args:
         root: The folder to read, searched recursively (hidden folders are skipped).
@@ -36,6 +38,9 @@ class ImageFolder(ImageFiles):
         in_memory: true decodes everything once into memory (fast training), false decodes
             per item in DataLoader workers; "auto" keeps it in memory when it takes at most
             a quarter of the RAM.
+        labels: "folders": one class per sub-folder of root (an error unless there are at
+            least two and no images directly in root); "none": unlabelled; "auto": "folders"
+            when the folder is laid out that way, else "none".
     """
 
     def __init__(
@@ -50,7 +55,10 @@ class ImageFolder(ImageFiles):
         limit: Annotated[int, Range(ge=0)] = 0,
         cache: bool = True,
         in_memory: bool | Literal["auto"] = "auto",
+        labels: Literal["auto", "folders", "none"] = "auto",
     ):
+        if labels not in ("auto", "folders", "none"):
+            raise ParamError("labels", f"{labels!r} is not one of \"auto\", \"folders\", \"none\"")
         color = parse_color(background)
         if color is None:
             raise ParamError("background", f"{background!r} is not a colour; use a name like \"white\", \"#RRGGBB\" or [r, g, b] (0-255)")
@@ -62,10 +70,44 @@ class ImageFolder(ImageFiles):
             raise GantoolError(
                 f"no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) anywhere under {str(folder)!r}"
             )
+        classes, file_labels = folder_classes(folder, files) if labels != "none" else (None, None)
+        if labels == "folders" and classes is None:
+            raise ParamError("labels", f"\"folders\" needs {_class_layout_problem(folder, files)}; "
+                                       f"put each class's images in its own sub-folder, or set labels = \"none\"")
         super().__init__(
             name="imagefolder", root=folder, files=files, hflip=hflip, limit=limit, cache=cache, in_memory=in_memory,
             pre=Preprocess(size=image_size, channels=channels, crop=crop, background=color),
+            file_labels=file_labels, class_names=classes,
         )
+
+
+def folder_classes(root: Path, files: list[Path]) -> tuple[list[str], list[int]] | tuple[None, None]:
+    """(class names, each file's class index) when ``root`` is laid out as one sub-folder per
+    class (at least two, no images directly in root); (None, None) otherwise.
+
+    Classes come from all files, before ``limit``, so ``num_classes`` does not depend on it.
+    """
+    tops = [path.relative_to(root).parts for path in files]
+    if any(len(parts) == 1 for parts in tops):
+        return None, None
+    names = sorted({parts[0] for parts in tops})
+    if len(names) < 2:
+        return None, None
+    index = {name: k for k, name in enumerate(names)}
+    return names, [index[parts[0]] for parts in tops]
+
+
+def _class_layout_problem(root: Path, files: list[Path]) -> str:
+    """What keeps ``root`` from being a labelled folder, for a one-line error."""
+    tops = [path.relative_to(root).parts for path in files]
+    loose = [parts[0] for parts in tops if len(parts) == 1]
+    names = sorted({parts[0] for parts in tops if len(parts) > 1})
+    has = f"{len(names)} sub-folder(s) with images"
+    if names:
+        has += f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+    if loose:
+        has += f" and {len(loose)} image(s) directly in it (e.g. {loose[0]})"
+    return f"at least 2 sub-folders of images (one per class) and no images directly in {str(root)!r}, but it has {has}"
 
 
 class CelebA(ImageFiles):

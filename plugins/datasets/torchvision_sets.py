@@ -7,6 +7,8 @@ downloaded, the user gets one line saying what was tried and which files to put 
 
 CIFAR-10's batches are Python pickles. torchvision unpickles them only after their
 MD5 sums match the official release, so a tampered file is refused, not executed.
+
+All three are labelled: ``labels()`` is torchvision's ``targets`` (cut by ``limit``).
 """
 
 from __future__ import annotations
@@ -38,11 +40,19 @@ class _TorchvisionImages(InMemoryImages):
         super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
         self.root, self.download, self.train = Path(root).expanduser(), download, split == "train"
         self._tv = self._open()  # now, so a missing dataset fails `gantool check`, not the first batch
+        self._set_classes(self._class_names())
 
     def _load(self) -> torch.Tensor:
         images = self._native()[: apply_limit(len(self._tv), self.limit)]
         images = resize_batch(images, self.image_shape[1])
         return convert_channels(images, self.image_shape[0])
+
+    def _load_labels(self) -> torch.Tensor:
+        targets = self._tv.targets  # a tensor (MNIST family) or a list of ints (CIFAR-10)
+        return torch.as_tensor(targets, dtype=torch.int64)[: len(self)].clone()
+
+    def _class_names(self) -> list[str]:
+        return list(self._tv.classes)
 
     def __len__(self) -> int:
         return apply_limit(len(self._tv), self.limit)
@@ -103,6 +113,9 @@ class _MNISTFamily(_TorchvisionImages):
     def _native(self) -> torch.Tensor:
         return self._tv.data.unsqueeze(1)  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
 
+    def _class_names(self) -> list[str]:
+        return [str(digit) for digit in range(10)]  # torchvision's are "0 - zero", ...
+
     def layout(self) -> str:
         return (
             f"Put {', '.join(self.FILES)} in {self.raw}/ (the .gz archives are extracted there when "
@@ -113,6 +126,8 @@ class _MNISTFamily(_TorchvisionImages):
 
 class MNIST(_MNISTFamily):
     """MNIST handwritten digits (60,000 train / 10,000 test, 28x28 gray), via torchvision.
+
+    Labelled: 10 classes named "0" ... "9".
 
     Args:
         root: Data folder; the files live in ROOT/MNIST/raw/ (torchvision's layout).
@@ -144,6 +159,8 @@ class MNIST(_MNISTFamily):
 class FashionMNIST(MNIST):
     """Fashion-MNIST clothing images (60,000 train / 10,000 test, 28x28 gray), via torchvision.
 
+    Labelled: 10 classes named as in torchvision ("T-shirt/top", "Trouser", ...).
+
     Args:
         root: Data folder; the files live in ROOT/FashionMNIST/raw/ (torchvision's layout).
         download: Download the files into root when they are missing.
@@ -155,11 +172,16 @@ class FashionMNIST(MNIST):
     """
 
     name, tv_class = "fashion_mnist", "FashionMNIST"
-    # Same parameters as MNIST; only the files and the docstring differ.
+    # Same parameters as MNIST; only the files, the class names and the docstring differ.
+
+    def _class_names(self) -> list[str]:
+        return list(self._tv.classes)  # "T-shirt/top", "Trouser", ...
 
 
 class CIFAR10(_TorchvisionImages):
     """CIFAR-10 small photos (50,000 train / 10,000 test, 32x32 RGB), via torchvision.
+
+    Labelled: 10 classes named as in batches.meta ("airplane", "automobile", ...).
 
     Args:
         root: Data folder; the batches live in ROOT/cifar-10-batches-py/ (torchvision's layout).
