@@ -96,12 +96,16 @@ class _Subject:
         other.label = f"{self.label} (image_shape {tuple(shape)}{f', num_classes {classes}' if classes else ''})"
         return other
 
+    def conditioning(self) -> str:
+        """The component's declared ``conditioning``: "none", "optional" or "required"."""
+        mode = getattr(self.registry.get(self.kind, self.type).load(), "conditioning", "none")
+        self.expect(mode in ("none", "optional", "required"),
+                    f"conditioning is {mode!r}; expected \"none\", \"optional\" or \"required\"")
+        return mode
+
     def class_counts(self) -> tuple[int, ...]:
         """0 (unconditional) and/or 3 classes, as the component's ``conditioning`` declares."""
-        mode = getattr(self.registry.get(self.kind, self.type).load(), "conditioning", "none")
-        counts = {"none": (0,), "optional": (0, 3), "required": (3,)}
-        self.expect(mode in counts, f"conditioning is {mode!r}; expected \"none\", \"optional\" or \"required\"")
-        return counts[mode]
+        return {"none": (0,), "optional": (0, 3), "required": (3,)}[self.conditioning()]
 
     def build(self, **injected):
         try:
@@ -334,12 +338,15 @@ def _check_eval_mode(s: _Subject, module, inputs, one_shape: tuple, name: str, *
 
 
 class _TinyGenerator(Generator):
-    def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 8):
+    def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 8, num_classes: int = 0):
         super().__init__()
-        self.image_shape, self.latent_dim = tuple(image_shape), latent_dim
+        self.image_shape, self.latent_dim, self.num_classes = tuple(image_shape), latent_dim, num_classes
         self.net = nn.Linear(latent_dim, math.prod(self.image_shape))
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
+        if labels is not None:
+            z = z + self.embed(labels)
         return torch.tanh(self.net(z)).view(len(z), *self.image_shape)
 
 
@@ -358,13 +365,17 @@ class _TinyDiscriminator(Discriminator):
 
 
 class _TinyDataset(Dataset):
-    def __init__(self, n: int = 64, image_shape=(1, 16, 16)):
+    def __init__(self, n: int = 64, image_shape=(1, 16, 16), num_classes: int = 0):
         self.image_shape = tuple(image_shape)
         self.images = torch.randint(0, 256, (n, *self.image_shape), dtype=torch.uint8,
                                     generator=torch.Generator().manual_seed(0))
+        self.num_classes, self.class_names = num_classes, [str(c) for c in range(num_classes)] or None
 
     def as_tensor(self):
         return self.images
+
+    def labels(self):
+        return torch.arange(len(self.images)) % self.num_classes if self.num_classes else None
 
     def __len__(self):
         return len(self.images)
@@ -406,7 +417,7 @@ def check_loss(name_or_factory: str | Callable, params: dict | None = None):
     s = _Subject("loss", name_or_factory, params)
     loss = s.built_twice()
     torch.manual_seed(0)
-    conditional = s.class_counts() == (3,)
+    conditional = s.conditioning() == "required"
     G, D = _TinyGenerator(), _TinyDiscriminator(num_classes=3 if conditional else 0)
     real = torch.rand(8, *G.image_shape) * 2 - 1
     z = G.sample_latent(8)
@@ -669,6 +680,8 @@ def check_metric(name_or_factory: str | Callable, params: dict | None = None, *,
                  generator: nn.Module | None = None, dataset=None):
     """A metric, computed as the engine does (eval mode, no grad, on the CPU) on a tiny
     generator and 64 random 16 px images, or on the ``generator``/``dataset`` you pass.
+    A metric with ``conditioning = "required"`` gets a conditional generator and images
+    labelled with 10 classes, and at least 2 samples per class.
 
     Checks: a dict of finite floats; ``goals`` maps result keys to "min"/"max"; two calls
     give the same values; the global torch RNG is left untouched (training draws from
@@ -676,10 +689,12 @@ def check_metric(name_or_factory: str | Callable, params: dict | None = None, *,
     """
     s = _Subject("metric", name_or_factory, params)
     metric = s.build()
-    dataset = dataset if dataset is not None else _TinyDataset()
+    classes = 10 if s.conditioning() == "required" else 0  # class-conditional metrics: the digit classes
+    n = max(n, 2 * classes)
+    dataset = dataset if dataset is not None else _TinyDataset(num_classes=classes)
     if generator is None:
         torch.manual_seed(0)
-        generator = _TinyGenerator(dataset.image_shape)
+        generator = _TinyGenerator(dataset.image_shape, num_classes=classes)
     generator.eval()
     goals = getattr(metric, "goals", {})
     s.expect(isinstance(goals, dict) and all(v in ("min", "max") for v in goals.values()),

@@ -321,7 +321,8 @@ def test_plugin_registers_the_metrics_lazily():
             added.append((kind, name, factory))
 
     plugin.gantool_register_components(Recorder())
-    assert [(k, n) for k, n, _ in added] == [("metric", "fid"), ("metric", "kid"), ("metric", "coverage"), ("metric", "checkerboard")]
+    assert [(k, n) for k, n, _ in added] == [("metric", "fid"), ("metric", "kid"), ("metric", "coverage"), ("metric", "checkerboard"),
+                                                ("metric", "conditional_accuracy"), ("metric", "intra_fid")]
     for _, name, factory in added:
         assert isinstance(factory, str)
         module, attr = factory.split(":")

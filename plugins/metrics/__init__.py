@@ -1,4 +1,4 @@
-"""Built-in metrics: FID, KID, mode coverage and the checkerboard-artifact score.
+"""Built-in metrics: FID, KID, mode coverage, the checkerboard-artifact score and two conditional ones.
 
 Registration only (lazy factory strings, so ``gantool list`` imports no torch). The
 feature extractors live in ``features.py``, the cached real-data side in ``reference.py``;
@@ -18,3 +18,7 @@ def gantool_register_components(registry):
                  summary="Mode coverage: digit-class histogram of samples (classes, KL to uniform, confidence)")
     registry.add("metric", "checkerboard", "gantool_plugins.metrics.checkerboard:Checkerboard",
                  summary="Checkerboard artifact score: Nyquist-bin power of generated vs real images (dB)")
+    registry.add("metric", "conditional_accuracy", "gantool_plugins.metrics.conditional:ConditionalAccuracy",
+                 summary="Conditional digits: share of samples the digit classifier reads as the requested class")
+    registry.add("metric", "intra_fid", "gantool_plugins.metrics.conditional:IntraFID",
+                 summary="Intra-class FID: FID per class of samples vs that class's real images (mean, worst)")

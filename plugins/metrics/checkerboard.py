@@ -41,6 +41,7 @@ from typing import Annotated
 import torch
 
 from gantool import Metric, Range
+from gantool_plugins.metrics import reference
 
 WINDOW = 2  # off-axis bins: a 5x5 window
 AXIS_WINDOW = 3  # on-axis bins: 3 bins either side along the axis
@@ -129,7 +130,8 @@ class Checkerboard(Metric):
     same number of real images) and ``checkerboard_diff_db`` = fake - real, all in dB
     (see docs/models.md and this module's docstring for the exact definition). Around
     0 dB means no periodic artifacts; transposed-convolution generators score clearly
-    above. Latents come from the metric's own seeded generator, never the global RNG.
+    above. Latents come from the metric's own seeded generator, never the global RNG; a
+    conditional generator gets balanced labels (sample i is class i % num_classes).
 
     Args:
         seed: Seed of the latent vectors and of the choice of real images.
@@ -146,6 +148,8 @@ class Checkerboard(Metric):
     def compute(self, generator, dataset, *, n, device) -> dict[str, float]:
         rng = torch.Generator(device="cpu").manual_seed(self.seed)
         fake = self.fake_spectrum(generator, n=n, device=device, rng=rng)
+        # Only a conditional generator gets a protocol (its balanced labels), as in fid/kid/coverage.
+        self.protocol = reference.fake_labels_protocol(generator) or None
         fake_db = _mean(bin_ratios_db(fake))
         real_db = self.real_score(dataset, n=n)
         return {"checkerboard_fake_db": fake_db, "checkerboard_real_db": real_db, "checkerboard_diff_db": fake_db - real_db}
@@ -155,9 +159,15 @@ class Checkerboard(Metric):
         # All latents drawn at once on the CPU from our own generator, then moved in
         # batches: the same images whatever the device and batch_size.
         latents = generator.sample_latent(n, device="cpu", generator=rng)
+        labels = reference.fake_labels(generator, n)  # balanced over the classes; None if unconditional
         total = None
-        for z in latents.split(self.batch_size):
-            part = power_spectrum(generator(z.to(device, non_blocking=True)))
+        for i, z in enumerate(latents.split(self.batch_size)):
+            z = z.to(device, non_blocking=True)
+            if labels is None:
+                images = generator(z)
+            else:
+                images = generator(z, labels[i * self.batch_size : i * self.batch_size + len(z)].to(device))
+            part = power_spectrum(images)
             total = part if total is None else total + part
         return total / n
 

@@ -10,7 +10,8 @@ features (held-out accuracy in docs/metrics.md), and three numbers summarise the
 - ``coverage_confidence``: mean max-softmax probability (low values mean digits the
   classifier cannot read, i.e. poor sample quality rather than poor diversity).
 
-The dataset is not used: MNIST's classes are roughly balanced, so uniform is the target.
+The dataset is not used: MNIST's classes are roughly balanced, so uniform is the target
+(a conditional generator is asked for every class equally, so uniform stays the target).
 """
 
 from __future__ import annotations
@@ -79,5 +80,6 @@ class Coverage(Metric):
             "min_fraction": self.min_fraction,
             "latent_seed": self.seed,
             "kl_single_class": math.log(NUM_CLASSES),
+            **reference.fake_labels_protocol(generator),
         }
         return class_histogram_summary(probs, min_fraction=self.min_fraction)

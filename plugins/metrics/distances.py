@@ -138,7 +138,7 @@ class FID(_FeatureMetric):
         extractor = self._extractor(device)
         mu_r, sigma_r, real_info = reference.real_stats(dataset, extractor, n_real=self.n_real, seed=self.seed)
         mu_f, sigma_f = reference.mean_cov(self._fake(generator, extractor, n, device))
-        self.protocol = self._protocol(extractor, real_info, n)
+        self.protocol = self._protocol(extractor, real_info, n, **reference.fake_labels_protocol(generator))
         return {"fid": frechet_distance(mu_r, sigma_r, mu_f, sigma_f)}
 
 
@@ -184,5 +184,6 @@ class KID(_FeatureMetric):
         mean, std = kernel_inception_distance(real, fake, subsets=self.subsets, subset_size=self.subset_size,
                                               seed=self.seed)
         m = min(self.subset_size, len(real), len(fake))
-        self.protocol = self._protocol(extractor, real_info, n, subsets=self.subsets, subset_size=m)
+        self.protocol = self._protocol(extractor, real_info, n, subsets=self.subsets, subset_size=m,
+                                       **reference.fake_labels_protocol(generator))
         return {"kid": mean, "kid_std": std}

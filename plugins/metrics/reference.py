@@ -201,18 +201,40 @@ def mean_cov(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
-def fake_batches(generator, n: int, *, seed: int, batch_size: int, device):
+def fake_labels(generator, n: int) -> torch.Tensor | None:
+    """Labels of ``n`` generated samples: sample i gets class i % K for a conditional generator.
+
+    Deterministic and balanced (every class n // K or n // K + 1 times), so a score covers all
+    classes alike and does not depend on a label RNG; ``None`` for an unconditional generator.
+    """
+    k = int(getattr(generator, "num_classes", 0) or 0)
+    return torch.arange(n) % k if k > 0 else None
+
+
+def fake_labels_protocol(generator) -> dict:
+    """``{"fake_labels": ...}`` for a conditional generator's protocol; empty (protocol unchanged) otherwise."""
+    k = int(getattr(generator, "num_classes", 0) or 0)
+    return {"fake_labels": f"balanced over {k} classes"} if k > 0 else {}
+
+
+def fake_batches(generator, n: int, *, seed: int, batch_size: int, device, with_labels: bool = False):
     """Yield ``n`` generated images in [-1, 1], quantised to 8-bit levels, on ``device``.
 
     Latents come from a CPU ``torch.Generator`` seeded with ``seed``, so every evaluation
-    (and every device) uses the same latents and the global RNG is left alone.
+    (and every device) uses the same latents and the global RNG is left alone. A conditional
+    generator is called ``G(z, labels)`` with ``fake_labels`` (balanced); ``with_labels=True``
+    yields ``(images, labels)``, labels int64 on the CPU (``None`` when unconditional).
     """
     g = torch.Generator().manual_seed(seed)
     device = torch.device(device)
+    labels = fake_labels(generator, n)
     for i in range(0, n, batch_size):
         z = generator.sample_latent(min(batch_size, n - i), generator=g)
-        x = generator(z.to(device, non_blocking=True)).float()  # half-precision outputs too
-        yield ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0
+        z = z.to(device, non_blocking=True)
+        y = None if labels is None else labels[i : i + len(z)]
+        x = (generator(z) if y is None else generator(z, y.to(device))).float()  # half-precision outputs too
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0
+        yield (x, y) if with_labels else x
 
 
 @torch.no_grad()
