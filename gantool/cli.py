@@ -256,6 +256,10 @@ def check(recipe, overrides):
     rows += [(key, value["qualified_name"]) for key, value in info.items() if key.startswith(("augment", "optimizer", "scheduler"))]
     rows += [("metrics", ", ".join(name for name, _ in plan.metrics))] if plan.metrics else []
     rows += [("callbacks", ", ".join(name for name, _ in plan.callbacks))] if plan.callbacks else []
+    if plan.num_classes:
+        names = info["dataset"]["class_names"]
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        rows.append(("conditional", f"{plan.num_classes} classes: {shown}"))
     r = plan.recipe.train
     rows.append(("train", f"batch {r.batch_size}, {plan.total_steps} steps ({r.epochs} epochs), device {plan.device}"))
     console = _console()

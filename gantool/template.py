@@ -259,7 +259,14 @@ class ${Camel}Metric(gantool.Metric):
     def compute(self, generator, dataset, *, n, device):
         # A generator of our own: the global RNG belongs to training and must not move.
         z = generator.sample_latent(n, generator=torch.Generator().manual_seed(self.seed))
-        fake = torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(self.batch_size)])
+        classes = getattr(generator, "num_classes", 0)  # a class-conditional generator also takes labels
+        fakes = []
+        for start in range(0, n, self.batch_size):
+            args = [z[start : start + self.batch_size].to(device)]
+            if classes:  # the same number of samples for every class
+                args.append(torch.arange(start, start + len(args[0])).remainder(classes).to(device))
+            fakes.append(generator(*args).float().cpu())
+        fake = torch.cat(fakes)
         m = min(n, len(dataset))
         images = dataset.as_tensor()
         real = images[:m].float() / 127.5 - 1 if images is not None else torch.stack([dataset[i] for i in range(m)])

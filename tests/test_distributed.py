@@ -2,8 +2,9 @@
 
 * ``torchrun -m gantool run`` with the BatchNorm DCGAN: ranks stay bitwise in sync, only
   rank 0 writes, and a resumed 2-process run ends exactly where an uninterrupted one does.
-* With a BatchNorm-free model, 2 processes x 4 images equal 1 process x 8 images: same
-  images, same latents, same flips, averaged gradients (up to float rounding). BatchNorm
+* With a BatchNorm-free class-conditional model, 2 processes x 4 images equal 1 process x
+  8 images: same images and labels, same latents and fake labels, same flips, averaged
+  gradients (up to float rounding). BatchNorm
   normalises each rank's half-batch separately, so the DCGAN cannot match; on GPUs
   SyncBatchNorm could, but it has no CPU kernel (see docs/scaling.md).
 """
@@ -75,17 +76,22 @@ from gantool.recipe import load_recipe
 
 
 class NoNormGenerator(gantool.Generator):
-    """Linear -> ReLU -> transposed conv -> tanh; no BatchNorm."""
+    """Linear -> ReLU -> transposed conv -> tanh; no BatchNorm; the label's embedding joins z."""
 
-    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int = 8):
+    conditioning = "optional"
+
+    def __init__(self, *, image_shape: tuple[int, int, int], num_classes: int = 0, latent_dim: int = 8):
         super().__init__()
-        self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
+        self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
         c, h, w = image_shape
         self.fc = nn.Linear(latent_dim, 8 * (h // 2) * (w // 2))
         self.up = nn.ConvTranspose2d(8, c, 4, 2, 1)
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
         c, h, w = self.image_shape
+        if labels is not None:
+            z = z + self.embed(labels)
         return torch.tanh(self.up(torch.relu(self.fc(z)).view(len(z), 8, h // 2, w // 2)))
 
 
@@ -148,7 +154,9 @@ def test_torchrun_gantool_run_stays_in_sync_and_resumes_exactly(tmp_path):
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     recipe = tmp_path / "nonorm.toml"
-    recipe.write_text(RECIPE.format(generator="nonorm", generator_extra="", discriminator_extra='norm = "none"'))
+    conditional = RECIPE.replace("hflip = true", "hflip = true\nnum_classes = 4").replace("[train]", "[train]\nconditional = true")
+    recipe.write_text(conditional.format(generator="nonorm", generator_extra="",
+                                         discriminator_extra='norm = "none"\ncondition_by = "projection"'))
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(DRIVER))
 

@@ -74,3 +74,15 @@ def test_every_kind_of_the_example_trains_together(example_site, tmp_path):
     assert meta["components"]["optimizer.generator"]["qualified_name"] == "gantool-example:lion"
     assert meta["components"]["scheduler.generator"]["qualified_name"] == "gantool-example:step_decay"
     assert meta["components"]["augment"]["qualified_name"] == "gantool-example:noise"
+
+
+def test_the_example_trains_class_conditionally_and_samples_a_class(example_site, tmp_path):
+    env = {"PYTHONPATH": str(example_site)}
+    out = tmp_path / "run"
+    run_cli("run", ROOT / "docs" / "example-plugin" / "shapes_conditional.toml", "--set", "train.epochs=1",
+            "--set", "eval.metrics=[\"brightness_gap\"]", "--out", out, env=env, check=0)
+    meta = json.loads((out / "summary.json").read_text())
+    assert meta["components"]["dataset"]["class_names"] == ["square", "disc"]
+    assert "brightness_gap" in meta["metrics"]  # the example metric passes labels to a conditional G
+    proc = run_cli("sample", out, "--class", "disc", "--n", "4", "--device", "cpu", env=env, check=0)
+    assert "4 samples of class 'disc'" in proc.stdout

@@ -11,11 +11,13 @@ from gantool.engine import run
 from gantool.plugins import get_registry
 from gantool.recipe import load_recipe
 
-MNIST = ["upsample_conv_mnist5k", "dcgan_dense_mnist5k", "wgan_gp_mnist5k", "hinge_mnist5k"]
+MNIST = ["upsample_conv_mnist5k", "dcgan_dense_mnist5k", "wgan_gp_mnist5k", "hinge_mnist5k", "cdcgan_mnist5k"]
 # Recipes whose data cannot be here: checked with the same shape of random images.
 NEEDS_DATA = {
     "upsample_conv_celeba": ["dataset.type=fake", "dataset.image_size=64", "dataset.channels=3", "dataset.size=8", "train.batch_size=8"],
     "dcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=8", "train.batch_size=8"],
+    "cdcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=8",
+                       "dataset.num_classes=10", "train.batch_size=8"],
 }
 
 

@@ -8,7 +8,7 @@ import gantool
 
 
 class Shapes(gantool.Dataset):
-    """Random white squares and discs on black, in memory.
+    """Random white squares and discs on black, in memory, labelled "square" (0) or "disc" (1).
 
     Args:
         size: number of images
@@ -31,9 +31,14 @@ class Shapes(gantool.Dataset):
         is_disc = (torch.rand(size, generator=g) < 0.5)[:, None, None]
         self.images = (torch.where(is_disc, disc, square).to(torch.uint8) * 255).unsqueeze(1)
         self.image_shape = (1, image_size, image_size)
+        self.shape_labels = is_disc.view(-1).long()
+        self.num_classes, self.class_names = 2, ["square", "disc"]  # used only in conditional runs
 
     def as_tensor(self):
         return self.images
+
+    def labels(self):
+        return self.shape_labels
 
     def __len__(self):
         return len(self.images)
@@ -59,7 +64,8 @@ class BrightnessGap(gantool.Metric):
 
     def compute(self, generator, dataset, *, n, device):
         z = generator.sample_latent(n, generator=torch.Generator().manual_seed(self.seed)).to(device)
-        fake = generator(z).float().mean().item()
+        labels = torch.arange(n, device=device) % generator.num_classes if generator.num_classes else None
+        fake = (generator(z) if labels is None else generator(z, labels)).float().mean().item()
         n_real = min(n, len(dataset))
         images = dataset.as_tensor()
         if images is not None:
