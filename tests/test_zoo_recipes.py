@@ -16,7 +16,7 @@ MNIST = ["upsample_conv_mnist5k", "dcgan_dense_mnist5k", "wgan_gp_mnist5k", "hin
 NEEDS_DATA = {
     "upsample_conv_celeba": ["dataset.type=fake", "dataset.image_size=64", "dataset.channels=3", "dataset.size=8", "train.batch_size=8"],
     "dcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=8", "train.batch_size=8"],
-    "cdcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=8",
+    "cdcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=16",
                        "dataset.num_classes=10", "train.batch_size=8"],
 }
 
