@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: test demo install clean
+.PHONY: test demo demo-conditional install clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ test: install
 demo: install
 	$(BIN)/gantool run recipes/dcgan_mnist5k.toml --out runs/demo
 	@echo "sample grid: runs/demo/samples/final.png"
+
+demo-conditional: install
+	$(BIN)/gantool run recipes/cdcgan_mnist5k.toml --out runs/demo-conditional
+	$(BIN)/gantool sample runs/demo-conditional --class 7 --n 64
+	@echo "one row per digit: runs/demo-conditional/samples/final.png"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

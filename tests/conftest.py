@@ -72,3 +72,14 @@ def make_distribution(root: Path, dist: str, version: str, modules: dict[str, st
     lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
     (info / "entry_points.txt").write_text(f"[gantool]\n{lines}")
     return root
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A private metrics cache (disk and memory): the metric tests' real features start cold."""
+    from gantool_plugins.metrics import reference
+
+    monkeypatch.setenv("GANTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    reference.clear_memory_cache()
+    yield tmp_path / "cache" / "metrics"
+    reference.clear_memory_cache()

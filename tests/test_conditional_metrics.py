@@ -20,6 +20,8 @@ from gantool_plugins.metrics.conditional import ConditionalAccuracy, IntraFID
 from gantool_plugins.metrics.coverage import Coverage
 from gantool_plugins.metrics.distances import FID, KID
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 K = 10
 
 
@@ -118,12 +120,6 @@ class Tiny(gantool.Generator):
         return torch.tanh(self.net(z)).view(len(z), 1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GANTOOL_CACHE_DIR", str(tmp_path / "cache"))
-    reference.clear_memory_cache()
-    yield tmp_path / "cache" / "metrics"
-    reference.clear_memory_cache()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from gantool_plugins.metrics import reference
 from gantool_plugins.metrics.coverage import Coverage
 from gantool_plugins.metrics.distances import FID, KID, frechet_distance, kernel_inception_distance
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 
 class Replay(gantool.Generator):
     """Returns the given images (floats in [-1, 1]) in order, cycling; latents only set the count."""
@@ -59,12 +61,6 @@ def as_float(u8):
     return u8.float() / 127.5 - 1
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GANTOOL_CACHE_DIR", str(tmp_path / "cache"))
-    reference.clear_memory_cache()
-    yield tmp_path / "cache" / "metrics"
-    reference.clear_memory_cache()
 
 
 @pytest.fixture(scope="module")

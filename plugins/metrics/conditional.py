@@ -16,14 +16,14 @@ metric's seeded latents, so every evaluation asks for the same classes with the 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 
 from gantool import GantoolError, Metric, Range
 from gantool_plugins.metrics import features as feats
 from gantool_plugins.metrics import reference
-from gantool_plugins.metrics.distances import _FeatureMetric, frechet_distance
+from gantool_plugins.metrics.distances import FID, frechet_distance
 
 DIGIT_CLASSES = 10
 
@@ -91,7 +91,7 @@ def labels_digest(labels: torch.Tensor) -> str:
     return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
 
 
-class IntraFID(_FeatureMetric):
+class IntraFID(FID):
     """Intra-class FID: the FID of each class's samples against that class's real images, averaged (lower is better).
 
     Reports ``intra_fid`` (mean over classes) and ``intra_fid_max`` (the worst class). Each
@@ -111,18 +111,6 @@ class IntraFID(_FeatureMetric):
 
     goals = {"intra_fid": "min", "intra_fid_max": "min"}
     conditioning = "required"  # scores G(z, labels) only
-
-    def __init__(
-        self,
-        *,
-        features: Literal["digits", "inception"] = "digits",
-        n_real: Annotated[int, Range(ge=2)] = 5000,
-        inception_weights: str = "",
-        batch_size: Annotated[int, Range(ge=1)] = 250,
-        seed: int = 0,
-    ):
-        super().__init__(features=features, n_real=n_real, inception_weights=inception_weights,
-                         batch_size=batch_size, seed=seed)
 
     @torch.no_grad()
     def compute(self, generator, dataset, *, n, device) -> dict[str, float]:
