@@ -386,10 +386,15 @@ class ACGANLoss(GANLoss):
     logits, fake labels))``, G ``adv_G + class_weight * CE(fake logits, fake labels)``, so
     G learns to make images D recognises as their class. Logs ``class_acc_real`` and
     ``class_acc_fake`` (D's accuracy on each batch) besides the adversarial statistics.
+    With ``classify_fakes = false`` D's classifier learns from real images only, so G
+    cannot win the class term with images that only D's own head reads as the class
+    (docs/models.md measures both).
 
     Args:
         adversarial: The adversarial part: "ns" (non-saturating BCE, as in the paper) or "hinge".
         class_weight: Weight of the classification terms (1 in the paper).
+        classify_fakes: D also minimises the class cross-entropy of fake images (the paper);
+            false trains its classifier on real images only.
     """
 
     conditioning = "required"
@@ -399,12 +404,14 @@ class ACGANLoss(GANLoss):
         *,
         adversarial: Literal["ns", "hinge"] = "ns",
         class_weight: Annotated[float, Range(ge=0)] = 1.0,
+        classify_fakes: bool = True,
         r1_gamma: R1Gamma = 0.0,
         r1_every: R1Every = 1,
     ):
         super().__init__(r1_gamma=r1_gamma, r1_every=r1_every)
         self.adversarial = adversarial
         self.class_weight = class_weight
+        self.classify_fakes = classify_fakes
 
     @staticmethod
     def _cross_entropy(extras: dict, labels, ctx, accuracy_name: str | None = None) -> torch.Tensor:
@@ -425,7 +432,7 @@ class ACGANLoss(GANLoss):
         adversarial = _ADVERSARIAL[self.adversarial].discriminator_loss(real_scores, fake_scores, ctx)
         real = self._cross_entropy(ctx.real_extras, ctx.real_labels, ctx, "class_acc_real")
         fake = self._cross_entropy(ctx.fake_extras, ctx.fake_labels, ctx, "class_acc_fake")
-        return adversarial + self.class_weight * (real + fake)
+        return adversarial + self.class_weight * (real + fake if self.classify_fakes else real)
 
     def generator_loss(self, real_scores, fake_scores, ctx):
         adversarial = _ADVERSARIAL[self.adversarial].generator_loss(real_scores, fake_scores, ctx)
