@@ -340,6 +340,17 @@ def test_acgan_loss_values_and_gradients(adversarial, class_weight):
     assert ("d_real" if adversarial == "ns" else "score_real") in ctx.stats
 
 
+def test_acgan_without_classify_fakes_trains_the_class_head_on_real_images_only():
+    loss = registry().build("loss", "acgan", {"classify_fakes": False})
+    real_logits, fake_logits = torch.randn(N, K, requires_grad=True), torch.randn(N, K, requires_grad=True)
+    d = loss.discriminator_loss(torch.zeros(N), torch.zeros(N), _ctx(real_logits, fake_logits))
+    assert d.item() == pytest.approx(2 * F.softplus(torch.zeros(1)).item() + F.cross_entropy(real_logits, LABELS).item())
+    real_grad, fake_grad = torch.autograd.grad(d, [real_logits, fake_logits], allow_unused=True)
+    assert real_grad is not None and fake_grad is None
+    g = loss.generator_loss(None, torch.zeros(N), _ctx(real_logits, fake_logits))  # G still needs its class term
+    assert torch.autograd.grad(g, fake_logits)[0].abs().sum() > 0
+
+
 def test_acgan_loss_needs_class_logits():
     loss = registry().build("loss", "acgan", {})
     scores = torch.zeros(N)
@@ -359,7 +370,7 @@ def test_acgan_parameters_are_validated():
     with pytest.raises(gantool.GantoolError, match="adversarial"):
         reg.build("loss", "acgan", {"adversarial": "wgan"})
     _, params = reg.parameters("loss", "acgan")
-    assert {p.name for p in params} == {"adversarial", "class_weight", "r1_gamma", "r1_every"}
+    assert {p.name for p in params} == {"adversarial", "class_weight", "classify_fakes", "r1_gamma", "r1_every"}
     assert all(p.doc for p in params)
 
 
