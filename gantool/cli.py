@@ -20,31 +20,46 @@ from gantool.registry import KINDS
 
 
 class _Group(click.Group):
-    """Turns GantoolError into one line + exit 2, other failures into exit 1."""
+    """Turns GantoolError into one line + exit 2, other failures into exit 1.
+
+    The line is capped in length and its control characters are escaped (``one_line``):
+    a message may quote a path or a value that came from a hostile file.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as e:  # click prints it; a bad argument is shown escaped too
+            from gantool.errors import one_line
+
+            e.message = one_line(e.message)
             raise
         except GantoolError as e:
             if _debug(ctx):
                 raise
-            click.echo(f"error: {e}", err=True)
+            _error(str(e))
             sys.exit(2)
-        except RunFailed as e:
+        except RunFailed as e:  # exit 1; a run stopped by a signal exits 128 + its number
             if _debug(ctx):
                 raise
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            _error(str(e))
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - anything else is a failed run, not a traceback
             if _debug(ctx):
                 raise
-            click.echo(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+            _error(f"{type(e).__name__}: {e}", " (run with --debug for the traceback)")
             sys.exit(1)
+
+
+def _error(message: str, suffix: str = ""):
+    from gantool.errors import one_line
+
+    click.echo(f"error: {one_line(message)}{suffix}", err=True)
 
 
 def _debug(ctx) -> bool:
@@ -246,11 +261,14 @@ def check(recipe, overrides):
     plan = make_plan(_load(recipe, overrides), _registry())
     G, D, info = plan.generator, plan.discriminator, plan.components
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    from gantool.limits import format_bytes, module_bytes
     shape = (2, *plan.dataset.image_shape)  # the smoke test's batch
     rows = [
         ("dataset", f"{info['dataset']['qualified_name']}: {plan.data.size} images of shape {tuple(plan.dataset.image_shape)}"),
-        ("generator", f"{info['generator']['qualified_name']}: z {tuple(G.sample_latent(2).shape)} -> {shape}, {count(G):,} parameters"),
-        ("discriminator", f"{info['discriminator']['qualified_name']}: {shape} -> (2,), {count(D):,} parameters"),
+        ("generator", f"{info['generator']['qualified_name']}: z {tuple(G.sample_latent(2).shape)} -> {shape}, "
+                      f"{count(G):,} parameters ({format_bytes(module_bytes(G))})"),
+        ("discriminator", f"{info['discriminator']['qualified_name']}: {shape} -> (2,), {count(D):,} parameters "
+                          f"({format_bytes(module_bytes(D))})"),
         ("loss", info["loss"]["qualified_name"]),
     ]
     rows += [(key, value["qualified_name"]) for key, value in info.items() if key.startswith(("augment", "optimizer", "scheduler"))]
@@ -272,26 +290,36 @@ def check(recipe, overrides):
 @click.argument("recipe", type=click.Path(path_type=Path))
 @SET_OPTION
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<name>/<timestamp>).")
-@click.option("--resume", is_flag=True, help="Continue from the run's checkpoints/last.safetensors.")
+@click.option("--resume", "resume", is_flag=False, flag_value="yes", default=None, type=click.Choice(["yes", "auto"]),
+              metavar="[auto]", help="Continue from the run's checkpoints/last.safetensors; --resume auto continues "
+                                     "when --out holds a checkpoint, else starts fresh (one job script for every requeue).")
+@click.option("--overwrite", is_flag=True, help="Start over in an --out that holds a run: the old run is moved aside, not deleted.")
+@click.option("--allow-change", "allow_changes", multiple=True, metavar="KEY",
+              help="With --resume: apply a recipe change to the run (e.g. optimizer.generator.lr); recorded in its history.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine (one per GPU; gloo on CPU). Runs torchrun; see docs/scaling.md.")
 @click.pass_context
-def run(ctx, recipe, overrides, out, resume, nproc):
+def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc):
     """Train a recipe; writes samples, metrics and checkpoints.
 
+    A folder that holds a run is never overwritten: --resume continues it, --overwrite
+    moves it aside. Ctrl-C, SIGTERM and SIGUSR1 save a checkpoint and stop.
     Multi-GPU / multi-node: torchrun --nproc-per-node N -m gantool run RECIPE
     """
     r = _load(recipe, overrides)  # a bad recipe fails here, before any process starts
+    resume = {None: False, "yes": True, "auto": "auto"}[resume]
     if nproc > 1:
         from gantool import distributed
 
         argv = (["--debug"] if _debug(ctx) else []) + ["run", str(recipe)]
         argv += [arg for o in overrides for arg in ("--set", o)]
-        argv += (["--out", str(out)] if out else []) + (["--resume"] if resume else [])
+        argv += (["--out", str(out)] if out else []) + {False: [], True: ["--resume"], "auto": ["--resume", "auto"]}[resume]
+        argv += (["--overwrite"] if overwrite else []) + [arg for k in allow_changes for arg in ("--allow-change", k)]
         distributed.launch(nproc, argv)
     from gantool import engine
 
-    summary = engine.run(r, _registry(), out_dir=out, resume=resume)
+    summary = engine.run(r, _registry(), out_dir=out, resume=resume, overwrite=overwrite,
+                         allow_changes=tuple(allow_changes))
     if summary.get("rank", 0) == 0:
         stopped = f" (stopped early: {summary['stop_reason']})" if summary.get("status") == "stopped" else ""
         click.echo(f"done: {summary['steps']} steps{stopped}, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
@@ -450,8 +478,7 @@ def eval_cmd(target, metrics, n, json_out, overrides, ema, best, device):
     path, run_dir = sampling.resolve_checkpoint(target, best=best)
     result = evaluation.evaluate_checkpoint(path, _registry(), list(metrics), n=n, device=resolve_device(device, "--device"), ema=ema, overrides=list(overrides))
     json_out = json_out or evaluation.default_json_path(path, run_dir)
-    evaluation.write_json(result, json_out)
-    console = _console()
+    console = _console()  # the results first: a folder that cannot be written must not lose them
     console.print(f"[bold]{path}[/]  step {result['step']}, {result['generator']}, n = {result['n']}", highlight=False)
     table = Table("metric", "key", "value", "goal", box=None, header_style="bold")
     for m in result["metrics"]:
@@ -461,6 +488,11 @@ def eval_cmd(target, metrics, n, json_out, overrides, ema, best, device):
     for m in result["metrics"]:
         protocol = ", ".join(f"{k}={v}" for k, v in m["protocol"].items() if not isinstance(v, (dict, list)))
         console.print(f"protocol {m['metric']}: {protocol}", highlight=False, soft_wrap=True)
+    try:
+        evaluation.write_json(result, json_out)
+    except OSError as e:
+        raise GantoolError(f"{json_out}: cannot write the results ({e.strerror}); they are printed above; "
+                           "pass --json FILE to write them elsewhere") from None
     console.print(f"wrote {json_out}", highlight=False)
 
 

@@ -16,8 +16,11 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import signal
+import statistics
 import sys
 import time
 from datetime import datetime
@@ -26,11 +29,13 @@ from pathlib import Path
 import torch
 
 import gantool
-from gantool import outputs
+from gantool import outputs, rundir
 from gantool.checkpoint import has_module, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from gantool.errors import GantoolError, RunFailed
 from gantool.plan import make_plan, resolve_device
 from gantool.recipe import Recipe
+from gantool.resume import apply_optimizer_settings, check_changes, recipe_changes, show
+from gantool.rundir import RunLock
 from gantool.update import GANUpdate
 
 
@@ -39,7 +44,7 @@ class Trainer:
     docs/plugins.md ("The run a callback sees") are the public surface."""
 
     def __init__(self, recipe: Recipe, registry, out_dir: Path, *, resume: bool = False, console=None,
-                 rank=0, world_size=1):
+                 rank=0, world_size=1, allow_changes: tuple[str, ...] = ()):
         self.recipe, self.out_dir = recipe, Path(out_dir)
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.plan = make_plan(recipe, registry, rank=rank, world_size=world_size)
@@ -47,11 +52,14 @@ class Trainer:
         self.device, self.total_steps, self.components = self.plan.device, self.plan.total_steps, self.plan.components
         self.step, self.batches_seen, self.best, self.last_eval = 0, 0, None, {}
         self.stop_reason: str | None = None
+        self.history: list[dict] = []  # trajectory changes applied on resume (--allow-change)
+        self.guard = DivergenceGuard(recipe.train.divergence)
         self._evaluated_step = None  # no second evaluation of the final step
         builtin = outputs.builtin_callbacks(self, console)
         self.callbacks = [*builtin, *(cb for _, cb in self.plan.callbacks)] if self.is_main else []
+        self.resumed = resume
         if resume:
-            self._resume(self.out_dir / "checkpoints" / "last.safetensors")
+            self._resume(self.out_dir / "checkpoints" / "last.safetensors", list(allow_changes))
 
     # -- what callbacks see ---------------------------------------------------------
 
@@ -98,9 +106,17 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------
 
     def fit(self) -> dict:
-        if self.is_main:
-            (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "recipe.toml").write_text(self.recipe.to_toml())
+        """Train to the end; the main process holds the run folder's lock throughout."""
+        with RunLock(self.out_dir) if self.is_main else contextlib.nullcontext(), _disk_errors(self):
+            if self.is_main:
+                if not self.resumed and rundir.holds_run(self.out_dir):  # another run got here first
+                    rundir.prepare(self.out_dir, resume=False, overwrite=False)
+                rundir.remove_orphans(self.out_dir)
+                (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+                (self.out_dir / "recipe.toml").write_text(self.recipe.to_toml())
+            return self._fit()
+
+    def _fit(self) -> dict:
         summary = {"status": "failed", "steps": self.step}
         interrupt = _StopFlag()
         try:
@@ -111,7 +127,7 @@ class Trainer:
         finally:
             self._end(summary)
         if summary["status"] == "interrupted":
-            raise RunFailed(f"interrupted at step {self.step}; resume with --resume --out {self.out_dir}")
+            raise RunInterrupted(interrupt.signal, self.step, self.out_dir)
         if self.is_main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -127,6 +143,7 @@ class Trainer:
         def log():
             now = time.perf_counter()
             values = self._read_stats(sums, counts, interrupt)  # the only host sync, every log_every steps
+            self.guard.check_losses(self, values)
             rate = (self.batches_seen - last_log[1]) * self.plan.data.global_batch / max(now - last_log[0], 1e-9)
             self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values,
                                  "images_per_s": rate, "time_s": now - t_start})
@@ -250,34 +267,52 @@ class Trainer:
         path = self.out_dir / "checkpoints" / f"{which}.safetensors"
         if not self.is_main:
             return path
+        if not self.guard.weights_finite(self, path):
+            return path
         metadata = {
             "format": "gantool-checkpoint-1", "gantool_version": gantool.__version__,
             "torch_version": torch.__version__,
             "step": self.step, "epoch": self.epoch, "batches_seen": self.batches_seen, "best": self.best,
             "recipe": self.recipe.data, "components": self.components,
             "schedulers": {net: s.state_dict() for net, s in self.plan.schedulers.items()},
+            "history": self.history,
         }
         save_checkpoint(path, modules=self._stateful_modules(), optimizers=self.plan.optimizers,
                         rng=rng_state(self.update.noise), metadata=metadata)
         self.emit("on_checkpoint", path, which)
         return path
 
-    def _resume(self, path: Path):
-        tensors, meta = load_checkpoint(path)
+    def _resume(self, path: Path, allowed: list[str]):
+        tensors, meta = load_checkpoint(path, require_run=True)
         for kind, info in meta["components"].items():
             mine = self.components.get(kind, {}).get("qualified_name")
-            if info["qualified_name"] != mine:
+            if info["qualified_name"] != mine and not any(kind == a or kind.startswith(f"{a}.") for a in allowed):
                 raise GantoolError(f"{path}: checkpoint's {kind} is {info['qualified_name']}, the recipe's is {mine}; "
                                    f"resume with the run's own recipe ({path.parent.parent / 'recipe.toml'})")
+        applied = check_changes(recipe_changes(meta["recipe"], self.recipe.data), allowed, str(self.out_dir))
+        fresh = {net: [dict(g) for g in opt.param_groups] for net, opt in self.plan.optimizers.items()}
         for name, module in self._stateful_modules().items():
             source = "generator" if name == "ema_generator" and not has_module(tensors, name) else name
             restore_module(module, tensors, source)
         for net, optimizer in self.plan.optimizers.items():
-            restore_optimizer(optimizer, tensors, meta, net)
+            if f"optimizer.{net}.type" not in applied:  # a new kind of optimizer starts with fresh state
+                restore_optimizer(optimizer, tensors, meta, net)
         for net, scheduler in self.plan.schedulers.items():
             scheduler.load_state_dict(meta.get("schedulers", {}).get(net, scheduler.state_dict()))
+        for net, optimizer in self.plan.optimizers.items():  # --allow-change optimizer.<net>.<key>: the new value
+            keys = [k.rsplit(".", 1)[1] for k in applied if k.startswith(f"optimizer.{net}.") and not k.endswith(".type")]
+            if keys:
+                apply_optimizer_settings(optimizer, fresh[net], keys, self.plan.schedulers.get(net))
         set_rng_state(tensors, self.update.noise)
         self.step, self.batches_seen, self.best = meta["step"], meta["batches_seen"], meta.get("best")
+        self.history = list(meta.get("history", []))
+        if applied:
+            self.history.append({"step": self.step, "changes": {k: [show(a), show(b)]
+                                                                for k, (a, b) in applied.items()}})
+            if self.is_main:
+                print(f"--allow-change: from step {self.step} on: "
+                      + ", ".join(f"{k} {show(a)} -> {show(b)}" for k, (a, b) in applied.items()),
+                      file=sys.stderr, flush=True)
 
 
 def rng_state(noise: torch.Generator) -> dict:
@@ -298,26 +333,111 @@ def set_rng_state(tensors: dict, noise: torch.Generator):
 
 
 class _StopFlag:
-    """Ctrl-C finishes the current step, then the loop saves a checkpoint and stops."""
+    """Ctrl-C, SIGTERM and SIGUSR1 finish the current step, then the loop saves a checkpoint
+    and stops. Cluster schedulers preempt with SIGTERM; SLURM sends SIGUSR1 before the
+    time limit when asked (``--signal=USR1@90``). A second Ctrl-C stops at once."""
 
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
     requested = False
+    signal: int = signal.SIGINT
 
     def __enter__(self):
-        self._previous = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
+        self._previous = {}
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is None:  # e.g. no SIGUSR1 on Windows
+                continue
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread: leave the handlers alone
+                break
         return self
 
-    def _handle(self, *_):
-        if self.requested:  # second Ctrl-C: stop now
+    def _handle(self, number, _frame):
+        if self.requested and number == signal.SIGINT:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, number
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+
+
+class RunInterrupted(RunFailed):
+    """Stopped by a signal after saving a checkpoint; exit status 128 + the signal number (130 for Ctrl-C)."""
+
+    def __init__(self, number: int, step: int, out_dir: Path):
+        name = signal.Signals(number).name
+        super().__init__(f"{name} at step {step}: checkpoint saved; continue with "
+                         f"gantool run RECIPE --resume --out {out_dir} (or --resume auto)")
+        self.exit_code = 128 + number
+
+
+class Diverged(RunFailed):
+    """Non-finite losses or weights: the run stops and keeps its last finite checkpoint."""
+
+
+class DivergenceGuard:
+    """``[train] divergence``: "stop" ends the run at the first non-finite loss (checked at
+    log steps, where the statistics are read anyway) or before saving non-finite weights;
+    "warn" only warns; "off" skips the loss checks. In every mode a finite checkpoint is
+    never replaced by non-finite weights. Losses that explode (100x their typical size so
+    far, above 1,000) get one warning per key, unless "off"."""
+
+    def __init__(self, mode: str):
+        self.mode, self.typical, self.warned = mode, {}, set()
+
+    def check_losses(self, run, values: dict[str, float]):
+        if self.mode == "off":
+            return
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad and self.mode == "stop":
+            self._diverged(run, f"{bad[0]} is {values[bad[0]]}")
+        if bad and "non-finite" not in self.warned:
+            self.warned.add("non-finite")
+            print(f"warning: step {run.step}: {bad[0]} is {values[bad[0]]}; training on ([train] divergence = "
+                  "\"warn\"), no checkpoint will hold non-finite weights", file=sys.stderr, flush=True)
+        for key in ("loss_d", "loss_g"):
+            value, seen = abs(values.get(key, 0.0)), self.typical.setdefault(key, [])
+            if len(seen) >= 3 and value > 1000 and value > 100 * statistics.median(seen) and key not in self.warned:
+                self.warned.add(key)
+                print(f"warning: step {run.step}: {key} = {values[key]:.4g}, over 100x its typical size "
+                      f"({statistics.median(seen):.3g}); the run may be diverging (learning rate too high?)",
+                      file=sys.stderr, flush=True)
+            seen.append(value)
+            del seen[:-50]
+
+    def weights_finite(self, run, path: Path) -> bool:
+        """Whether the weights may be saved to ``path``; non-finite ones never replace a checkpoint."""
+        tensors = [t for m in run._stateful_modules().values() for t in (*m.parameters(), *m.buffers())
+                   if t.is_floating_point()]
+        if not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            return True
+        if self.mode == "stop":
+            self._diverged(run, "the weights are not finite")
+        print(f"warning: step {run.step}: the weights are not finite; {path} not written "
+              "(the last finite checkpoint is kept)", file=sys.stderr, flush=True)
+        return False
+
+    @staticmethod
+    def _diverged(run, what: str):
+        last = run.out_dir / "checkpoints" / "last.safetensors"
+        kept = f"the last finite checkpoint is {last}" if last.exists() else "no checkpoint had been written"
+        raise Diverged(f"step {run.step}: {what}: the run diverged and stopped; {kept}. Lower the learning "
+                       "rate, or set [train] divergence = \"warn\" to keep training")
+
+
+@contextlib.contextmanager
+def _disk_errors(run):
+    """A full disk or a read-only folder is one line naming the path; earlier checkpoints stay."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        last = run.out_dir / "checkpoints" / "last.safetensors"
+        kept = f"; the last good checkpoint is {last}" if last.exists() else ""
+        raise RunFailed(f"{e.filename or run.out_dir}: {e.strerror} at step {run.step}{kept}") from None
 
 
 def default_out_dir(recipe: Recipe) -> Path:
@@ -331,24 +451,33 @@ def latest_run_dir(recipe: Recipe) -> Path:
     return runs[-1]
 
 
-def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool = False, console=None) -> dict:
+def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool | str = False,
+        overwrite: bool = False, allow_changes: tuple[str, ...] = (), console=None) -> dict:
+    """Train ``recipe`` into ``out_dir``. ``resume``: True, False, or "auto" (resume when
+    ``out_dir`` has a checkpoint, else start fresh: one job script for every requeue)."""
+    if resume == "auto":
+        if out_dir is None:
+            raise GantoolError("--resume auto needs --out RUN_DIR: the folder every restart of the job shares")
+        resume = rundir.has_checkpoint(Path(out_dir))
+    if allow_changes and not resume:
+        raise GantoolError("--allow-change applies to --resume: a new run takes the recipe as it is")
     if resume:
         out_dir = Path(out_dir) if out_dir else latest_run_dir(recipe)
-        if not (out_dir / "checkpoints" / "last.safetensors").exists():
-            raise GantoolError(f"--resume: {out_dir}/checkpoints/last.safetensors not found")
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     from gantool import distributed
 
     ctx = distributed.from_env()
+    if not ctx.enabled or ctx.rank == 0:
+        rundir.prepare(out_dir, resume=resume, overwrite=overwrite)
     if not ctx.enabled:
-        return Trainer(recipe, registry, out_dir, resume=resume, console=console).fit()
+        return Trainer(recipe, registry, out_dir, resume=resume, console=console, allow_changes=allow_changes).fit()
     # Launched by torchrun: one process per GPU (or several CPU processes with gloo).
     device = distributed.rank_device(resolve_device(recipe.run.device, recipe.locate("run", "device")), ctx)
     distributed.init(device)
     try:
         out_dir = distributed.broadcast_object(out_dir, ctx)  # rank 0's timestamped folder
         trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console,
-                          rank=ctx.rank, world_size=ctx.world_size)
+                          rank=ctx.rank, world_size=ctx.world_size, allow_changes=allow_changes)
         return trainer.fit()
     finally:
         distributed.shutdown()

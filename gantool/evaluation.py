@@ -98,5 +98,8 @@ def default_json_path(path: Path, run_dir: Path | None) -> Path:
 def write_json(result: dict, out: Path):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)

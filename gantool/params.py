@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -19,12 +20,18 @@ from gantool.errors import ParamError
 
 @dataclasses.dataclass(frozen=True)
 class Range:
-    """Bounds for a numeric parameter: ``Annotated[int, Range(ge=1)]``."""
+    """Bounds for a numeric parameter: ``Annotated[int, Range(ge=1)]``.
+
+    A float parameter is always finite (inf and NaN are valid TOML, and an infinite
+    learning rate trains NaN silently); ``allow_inf=True`` marks one meant to be
+    unbounded, which then accepts inf and -inf (never NaN) within its bounds.
+    """
 
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    allow_inf: bool = False
 
     def check(self, value) -> str | None:
         for bound, ok, word in (
@@ -34,8 +41,15 @@ class Range:
             (self.lt, lambda b: value < b, "<"),
         ):
             if bound is not None and not ok(bound):
-                return f"must be {word} {bound:g}, got {value!r}"
+                return f"must be {word} {_number(bound)}, got {value!r}"
         return None
+
+
+def _number(bound) -> str:
+    """An int bound exactly, grouped as TOML allows (1_048_576; not 1.04858e+06); a float one short."""
+    if isinstance(bound, int):
+        return f"{bound:_}" if abs(bound) >= 10_000 else str(bound)
+    return f"{bound:g}"
 
 
 @dataclasses.dataclass
@@ -64,7 +78,8 @@ def describe_type(annotation) -> str:
     else:
         text = getattr(base, "__name__", str(base))
     if rng is not None:
-        text += "".join(f" {w} {b:g}" for w, b in ((">=", rng.ge), (">", rng.gt), ("<=", rng.le), ("<", rng.lt)) if b is not None)
+        text += "".join(f" {w} {_number(b)}" for w, b in ((">=", rng.ge), (">", rng.gt), ("<=", rng.le), ("<", rng.lt))
+                        if b is not None)
     return text
 
 
@@ -88,6 +103,8 @@ def parameters(factory) -> tuple[list[Param], bool]:
 def check_value(annotation, value) -> tuple[Any, str | None]:
     """Coerce a TOML value to ``annotation``; returns (value, problem or None)."""
     base, rng = _unwrap(annotation)
+    if rng is not None and rng.allow_inf and isinstance(value, float) and math.isinf(value):
+        return value, rng.check(value)  # explicitly unbounded: inf passes, the bounds still apply
     value, problem = _coerce(base, value)
     if problem is None and rng is not None:
         problem = rng.check(value)
@@ -178,12 +195,21 @@ def _coerce(base, value):
     if base is bool:
         return value, None if isinstance(value, bool) else f"expected true or false, got {_toml_type(value)} {value!r}"
     if base is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return value, None if ok else f"expected an integer, got {_toml_type(value)} {value!r}"
+        if not isinstance(value, int) or isinstance(value, bool):
+            return value, f"expected an integer, got {_toml_type(value)} {value!r}"
+        if not -(2**63) <= value < 2**63:  # TOML integers are 64-bit; torch and the OS take no more
+            return value, f"must fit in 64 bits (-2**63 .. 2**63-1), got {value!r}"
+        return value, None
     if base is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value), None
-        return value, f"expected a number, got {_toml_type(value)} {value!r}"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return value, f"expected a number, got {_toml_type(value)} {value!r}"
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            return value, "expected a finite number, got an integer too large for a float"
+        if not math.isfinite(number):  # NaN or inf: never meant, unless Range(allow_inf=True)
+            return value, f"must be a finite number, got {value!r}"
+        return number, None
     if base is str:
         return value, None if isinstance(value, str) else f"expected a string, got {_toml_type(value)} {value!r}"
     if isinstance(base, type) and not isinstance(value, base):

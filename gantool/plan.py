@@ -17,6 +17,7 @@ import sys
 import torch
 
 import gantool
+from gantool import limits
 from gantool.data import BatchStream
 from gantool.interfaces import split_scores
 from gantool.errors import GantoolError
@@ -56,12 +57,21 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         keep_freed_memory()
     info = {}
 
-    def build(path, kind, **injected):
+    def build(path, kind, *, bounded=False, **injected):
         entry = recipe.component(*path)
         if entry is None:
             return None
         name, params = entry
-        built = registry.build(kind, name, params, locate=lambda key: recipe.locate(*path, key), **injected)
+
+        def make():
+            return registry.build(kind, name, params, locate=lambda key: recipe.locate(*path, key), **injected)
+
+        if bounded:  # a network's size is checked on the meta device before it is allocated
+            estimate = limits.estimate_bytes(make, load=lambda: registry.get(kind, name).load())
+            limits.check_model_memory(estimate, f"{recipe.locate(*path, 'type')}: {kind} {name}",
+                                      f"make it smaller (e.g. a lower [{path[0]}] base_channels)")
+            make = limits.reported(make, f"{recipe.locate(*path, 'type')}: {kind} {name}")
+        built = make()
         component = registry.get(kind, name)
         info[".".join(path)] = {"type": name, "qualified_name": component.qualified_name,
                                 "plugin": component.plugin, "version": component.version}
@@ -76,8 +86,9 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
     num_classes = int(dataset.num_classes) if labels is not None else 0
     if labels is not None:
         info["dataset"].update(num_classes=num_classes, class_names=class_names(dataset))
-    generator = build(("generator",), "generator", image_shape=shape, num_classes=num_classes).to(device)
-    discriminator = build(("discriminator",), "discriminator", image_shape=shape, num_classes=num_classes).to(device)
+    generator = build(("generator",), "generator", bounded=True, image_shape=shape, num_classes=num_classes).to(device)
+    discriminator = build(("discriminator",), "discriminator", bounded=True, image_shape=shape,
+                          num_classes=num_classes).to(device)
     loss = build(("loss",), "loss")
     amp_dtype = autocast_dtype(train.amp, device)
     channels_last = channels_last_setting(train.channels_last, device, train.amp)

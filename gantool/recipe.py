@@ -8,7 +8,9 @@ component's signature when the engine builds it. Recipes are data: never execute
 
 import dataclasses
 import os
+import stat
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +34,11 @@ TABLE_KINDS = {
 }
 
 
+# Upper bounds of the engine's own integer keys: far above any real run, low enough that a
+# stray digit is caught by `check` instead of overflowing or allocating in `run`.
+MAX_STEPS = 10**12  # steps, epochs and cadences
+
+
 @dataclasses.dataclass
 class RunConfig:
     """What the run is called, how it is seeded, where it runs.
@@ -43,7 +50,7 @@ class RunConfig:
     """
 
     name: str = ""
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0, le=2**63 - 1)] = 0
     device: str = "auto"
 
 
@@ -69,23 +76,26 @@ class TrainConfig:
         num_workers: DataLoader workers for datasets too large for memory
         conditional: class-conditional training: G and D get the dataset's labels (it must have them);
             on by itself when a component requires labels
+        divergence: non-finite losses or weights: "stop" the run (keeping the last finite checkpoint),
+            only "warn", or "off"; exploding losses warn unless "off"
     """
 
-    batch_size: Annotated[int, Range(ge=1)] = 128
-    epochs: Annotated[int, Range(ge=0)] = 5
-    max_steps: Annotated[int, Range(ge=0)] = 0
-    d_steps_per_g: Annotated[int, Range(ge=1)] = 1
-    log_every: Annotated[int, Range(ge=1)] = 50
-    sample_every: Annotated[int, Range(ge=0)] = 500
-    checkpoint_every: Annotated[int, Range(ge=0)] = 1000
-    sample_grid: Annotated[int, Range(ge=1)] = 64
+    batch_size: Annotated[int, Range(ge=1, le=2**20)] = 128
+    epochs: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 5
+    max_steps: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 0
+    d_steps_per_g: Annotated[int, Range(ge=1, le=100)] = 1
+    log_every: Annotated[int, Range(ge=1, le=MAX_STEPS)] = 50
+    sample_every: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 500
+    checkpoint_every: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 1000
+    sample_grid: Annotated[int, Range(ge=1, le=1024)] = 64
     ema_decay: Annotated[float, Range(ge=0, lt=1)] = 0.0
     keep_best: str = ""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     compile: bool = False
     channels_last: bool | Literal["auto"] = "auto"
-    num_workers: Annotated[int, Range(ge=0)] = 2
+    num_workers: Annotated[int, Range(ge=0, le=256)] = 2
     conditional: bool = False
+    divergence: Literal["stop", "warn", "off"] = "stop"
 
 
 @dataclasses.dataclass
@@ -99,8 +109,8 @@ class EvalConfig:
     """
 
     metrics: list[str] = dataclasses.field(default_factory=list)
-    every: Annotated[int, Range(ge=0)] = 0
-    n_samples: Annotated[int, Range(ge=1)] = 1000
+    every: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 0
+    n_samples: Annotated[int, Range(ge=1, le=10**7)] = 1000
 
 
 @dataclasses.dataclass
@@ -181,31 +191,86 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise GantoolError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=3")
+    keys = [k.strip() for k in key.strip().split(".")]
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return [k.strip() for k in key.strip().split(".")], value
+    except (RecursionError, ValueError):  # deeply nested, or an integer of thousands of digits
+        value = None
+    if value is None or len(keys) > MAX_NESTING or _too_deep(value):
+        raise GantoolError(f"--set {item[:80]!r}: the key or the value is nested more than {MAX_NESTING} levels "
+                           "deep, or the number is too large; no recipe needs that")
+    return keys, value
+
+
+# Bounds on what a recipe file may make gantool read (docs/cli.md, "Environment variables and limits").
+MAX_RECIPE_BYTES = 1_000_000  # real recipes are a few kB
+MAX_EXTENDS = 32  # files in one `extends` chain
+MAX_NESTING = 32  # levels of tables and arrays; recipes use 3
+MAX_RUN_NAME = 100  # characters of [run] name
 
 
 def _read_toml(path: Path, referrer: str | None) -> dict:
+    """A regular file under MAX_RECIPE_BYTES, parsed; checked with stat before a byte is read,
+    so a fifo, /dev/zero or a huge file is one clear error, not a hang or an exhausted memory."""
     where = f" (extended by {referrer})" if referrer else ""
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         raise GantoolError(f"{path}: recipe file not found{where}") from None
-    except IsADirectoryError:
-        raise GantoolError(f"{path}: is a directory, expected a .toml recipe file{where}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise GantoolError(f"{path}: cannot read the recipe ({getattr(e, 'strerror', None) or e}){where}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise GantoolError(f"{path}: is a directory, expected a .toml recipe file{where}")
+    if not stat.S_ISREG(st.st_mode):
+        raise GantoolError(f"{path}: not a regular file (a fifo, socket or device); a recipe is a .toml file{where}")
+    too_big = f"{path}: over the {MAX_RECIPE_BYTES // 1000} kB limit for a recipe file{where}; is it a recipe?"
+    if st.st_size > MAX_RECIPE_BYTES:
+        raise GantoolError(too_big)
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as e:
+        raise GantoolError(f"{path}: cannot read the recipe ({e.strerror or e}){where}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise GantoolError(too_big)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise GantoolError(f"{path}: not a text TOML file (invalid UTF-8 at byte {e.start}){where}") from None
     except tomllib.TOMLDecodeError as e:
         raise GantoolError(f"{path}: TOML syntax error: {e}{where}") from None
+    except (RecursionError, ValueError) as e:  # ValueError: an integer of thousands of digits
+        what = "arrays or tables nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0]
+        raise GantoolError(f"{path}: not a usable TOML file ({what}){where}") from None
+    if _too_deep(data):
+        raise GantoolError(f"{path}: tables or arrays nested more than {MAX_NESTING} levels deep{where}; "
+                           "no recipe needs that")
+    return data
+
+
+def _too_deep(value, limit: int = MAX_NESTING) -> bool:
+    """Whether tables/arrays nest deeper than ``limit``; iterative, so it cannot overflow the stack."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
-    resolved = path.resolve()
+    if len(chain) >= MAX_EXTENDS:
+        raise GantoolError(f"{path}: `extends` chain longer than {MAX_EXTENDS} files (from {chain[0]}); "
+                           "merge some of the files")
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise GantoolError(f"{path}: cannot resolve the recipe path ({e}){where}") from None
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise GantoolError(f"{path}: extends cycle: {cycle}; remove one of the `extends` keys")
@@ -286,6 +351,7 @@ def _check(recipe: Recipe) -> Recipe:
         setattr(recipe, section, _section(recipe, cls, (section,)))
     if recipe.run.name == "":
         recipe.run.name = path.stem
+    _check_run_name(recipe)
     if "augment" in data:
         _check_component_table(recipe, ("augment",), TABLE_KINDS["augment"], type_required=True)
     for section, kind in ((s, TABLE_KINDS[s]) for s in ("optimizer", "scheduler", "callbacks")):
@@ -298,6 +364,24 @@ def _check(recipe: Recipe) -> Recipe:
                 raise GantoolError(f"{recipe.locate(section, key)}: unknown network{suggest(key, OPTIMIZED)}")
             _check_component_table(recipe, (section, key), kind, type_required=section == "scheduler")
     return recipe
+
+
+def _check_run_name(recipe: Recipe):
+    """Outputs go to runs/<name>/<timestamp>/: the name must be one plain folder name, never a path."""
+    name = recipe.run.name
+    if len(name) > MAX_RUN_NAME:
+        problem = f"longer than {MAX_RUN_NAME} characters"
+    elif name.strip() in ("", ".", ".."):
+        problem = f"{name!r} is not a folder name"
+    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        problem = f"{name!r} contains a path separator"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        problem = f"{name!r} contains control characters"
+    else:
+        return
+    origin = "" if recipe.data.get("run", {}).get("name") else " (from the recipe's file name)"
+    raise GantoolError(f"{recipe.locate('run', 'name')}{origin}: {problem}; a run name is one plain folder name "
+                       f"under runs/ (letters, digits, -_.), e.g. name = \"dcgan_mnist\"")
 
 
 def _check_component_table(recipe: Recipe, path: tuple, kind: str, *, type_required: bool):

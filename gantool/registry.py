@@ -58,6 +58,8 @@ class Component:
 
 
 class Registry:
+    disabled: tuple[str, ...] = ()  # "dist (entry point)" off by GANTOOL_DISABLE_PLUGINS, named when a lookup fails
+
     def __init__(self):
         self._components: dict[tuple[str, str], Component] = {}  # (kind, qualified name)
 
@@ -79,6 +81,7 @@ class Registry:
         """A registry with the same components, to add to without touching this one."""
         other = Registry()
         other._components = dict(self._components)
+        other.disabled = self.disabled
         return other
 
     def remove_entry_point(self, plugin: str, entry_point: str):
@@ -103,7 +106,7 @@ class Registry:
             component = self._components.get((kind, name))
             if component is None:
                 names = [c.qualified_name for c in self.list(kind)]
-                raise GantoolError(f"no {kind} named {name!r}{suggest(name, names)}")
+                raise GantoolError(f"no {kind} named {name!r}{suggest(name, names)}{self._disabled_note(name)}")
             return component
         matches = [c for c in self.list(kind) if c.name == name or name in c.aliases]
         if len(matches) == 1:
@@ -112,7 +115,19 @@ class Registry:
             both = " or ".join(repr(c.qualified_name) for c in matches)
             raise GantoolError(f"{kind} name {name!r} is ambiguous: it is registered by several plugins; use {both}")
         names = {c.name for c in self.list(kind)} | {a for c in self.list(kind) for a in c.aliases}
-        raise GantoolError(f"no {kind} named {name!r}{suggest(name, names)} (see `gantool list {kind}`)")
+        raise GantoolError(f"no {kind} named {name!r}{suggest(name, names)} (see `gantool list {kind}`)"
+                           f"{self._disabled_note(name)}")
+
+    def _disabled_note(self, name: str) -> str:
+        """A disabled plugin registers nothing, so which names it would have is unknown: say it is off."""
+        if not self.disabled:
+            return ""
+        plugin = name.partition(":")[0] if ":" in name else None
+        exact = [d for d in self.disabled if plugin is not None and d.split(" (")[0].lower() == plugin.lower()]
+        if exact:
+            return f"; plugin {', '.join(exact)} is disabled by GANTOOL_DISABLE_PLUGINS: remove it from that variable"
+        return (f"; note: GANTOOL_DISABLE_PLUGINS disables {', '.join(self.disabled)}, which may provide it: "
+                "remove it from that variable")
 
     def build(self, kind: str, name: str, table: dict | None = None, /, *, locate=None, **injected) -> Any:
         """Validate the recipe ``table`` against the factory's signature, then construct it.

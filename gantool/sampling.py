@@ -26,7 +26,11 @@ def resolve_checkpoint(target: Path, *, best: bool = False) -> tuple[Path, Path 
     ``best``); a file is used as is, and belongs to a run when it sits in ``RUN/checkpoints/``.
     """
     target = Path(target)
-    if target.is_dir():
+    try:
+        is_dir, exists = target.is_dir(), target.exists()
+    except OSError as e:  # a name too long for the file system, a permission problem
+        raise GantoolError(f"{target}: {e.strerror}; pass a run directory or a .safetensors checkpoint") from None
+    if is_dir:
         which = "best" if best else "last"
         path = target / "checkpoints" / f"{which}.safetensors"
         if not path.is_file():
@@ -34,7 +38,7 @@ def resolve_checkpoint(target: Path, *, best: bool = False) -> tuple[Path, Path 
                 raise GantoolError(f"{path}: not found; best.safetensors is written only when the recipe sets train.keep_best (drop --best to use last.safetensors)")
             raise GantoolError(f"{path}: not found; is {target} a gantool run directory? (pass a run directory or a .safetensors checkpoint)")
         return path, target
-    if not target.exists():
+    if not exists:
         raise GantoolError(f"{target}: no such run directory or checkpoint file")
     if best:
         raise GantoolError(f"--best picks checkpoints/best.safetensors of a run directory; {target} is a file, pass the run directory instead")
@@ -44,12 +48,9 @@ def resolve_checkpoint(target: Path, *, best: bool = False) -> tuple[Path, Path 
 
 def has_ema(path: Path) -> bool:
     """Whether a checkpoint holds an EMA generator (reads only the safetensors header)."""
-    from safetensors import safe_open
+    from gantool.checkpoint import has_module, tensor_names
 
-    from gantool.checkpoint import has_module
-
-    with safe_open(str(path), framework="pt") as f:
-        return has_module(f.keys(), "ema_generator")
+    return has_module(tensor_names(path), "ema_generator")  # a bounded read: a bad file is one clear error
 
 
 def load_generator(path: Path, registry, device: torch.device, *, ema: bool | None = None):
@@ -66,23 +67,47 @@ def load_generator(path: Path, registry, device: torch.device, *, ema: bool | No
 
 
 def generator_from_checkpoint(path: Path, registry, device="cpu", *, ema: bool = True):
-    """(generator, metadata) rebuilt from a checkpoint's metadata alone: no recipe file needed."""
-    from gantool.checkpoint import has_module, load_checkpoint, restore_module
+    """(generator, metadata) rebuilt from a checkpoint's metadata alone: no recipe file needed.
 
-    tensors, meta = load_checkpoint(path)
+    The metadata is schema-checked and the weights must be finite. Before the real build
+    the generator is built on the meta device: it must fit the memory limit and be about
+    the size of the weights the file holds, so a small file whose metadata claims a huge
+    model is refused instead of allocated (gantool/limits.py).
+    """
+    from gantool import limits
+    from gantool.checkpoint import has_module, load_checkpoint, require_finite, restore_module
+
+    tensors, meta = load_checkpoint(path, require_run=True)
     params = dict(meta["recipe"]["generator"])
     params.pop("type")
     component = meta["components"]["generator"]
+    name = component["qualified_name"]
     shape = tuple(meta["components"]["dataset"]["image_shape"])
-    num_classes = int(meta["components"]["dataset"].get("num_classes", 0))  # > 0: a class-conditional run
+    num_classes = meta["components"]["dataset"].get("num_classes", 0)  # > 0: a class-conditional run
     try:
-        registry.get("generator", component["qualified_name"])
+        factory = registry.get("generator", name)
     except GantoolError:
-        raise GantoolError(f"{path}: generator {component['qualified_name']!r} is not installed; install the plugin {component['plugin']!r}") from None
-    generator = registry.build("generator", component["qualified_name"], params, locate=lambda k: f"{path}: [generator] {k}",
-                               image_shape=shape, num_classes=num_classes)
+        raise GantoolError(f"{path}: generator {name!r} is not installed; "
+                           f"install the plugin {component['plugin']!r}") from None
     source = "ema_generator" if ema and has_module(tensors, "ema_generator") else "generator"
-    restore_module(generator, tensors, source)
+    require_finite(tensors, path, (f"{source}.",))
+
+    def build():
+        return registry.build("generator", name, params, locate=lambda k: f"{path}: [generator] {k}",
+                              image_shape=shape, num_classes=num_classes)
+
+    estimate = limits.estimate_bytes(build, load=factory.load)
+    stored = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(f"{source}."))
+    if estimate is not None and estimate > 2 * stored + (1 << 20):
+        raise GantoolError(f"{path}: its metadata describes a generator of {limits.format_bytes(estimate)}, but the "
+                           f"file holds {limits.format_bytes(stored)} of {source} weights; the metadata does not "
+                           "match the weights (a damaged or edited checkpoint)")
+    limits.check_model_memory(estimate, f"{path}: generator {name}", "use a machine with more memory")
+    generator = limits.reported(build, f"{path}: generator {name} (from the checkpoint's metadata)")()
+    try:
+        restore_module(generator, tensors, source)
+    except GantoolError as e:
+        raise GantoolError(f"{path}: {e}") from None
     return generator.to(device).eval(), meta
 
 

@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -197,12 +198,29 @@ class ImageFiles(InMemoryImages):
 
 
 def find_images(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, sorted by path; hidden folders/files skipped."""
-    found = []
+    """Image files under ``root``, recursively, sorted by path; hidden folders/files skipped.
+
+    Only regular files (or links to them): reading a fifo named ``x.png`` would block
+    forever, a device would stream without end. Broken links and link loops are skipped too.
+    """
+    found, odd = [], []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("."))
+        for n in names:
+            if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("."):
+                path = Path(folder, n)
+                (found if _is_regular(path) else odd).append(path)
+    if odd:
+        warn(f"skipped {len(odd)} file(s) under {root} named like images that are not regular files "
+             f"(a fifo, socket, device or broken link), e.g. {odd[0]}")
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)  # follows links; never opens the file
+    except (OSError, ValueError):
+        return False
 
 
 def memory_budget() -> int:
