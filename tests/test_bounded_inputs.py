@@ -646,3 +646,19 @@ def test_fuzz_checkpoint_bytes_give_one_line_exit_2(prefix, body):
         ckpt.write_bytes(prefix + body)
         result = invoke("eval", ckpt)
     one_error(result, str(ckpt))
+
+
+# ----------------------------------------------------------------------------- dataset sizes
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    (["dataset.size=1000000000"], ["[dataset] size", "GiB", "over the"]),
+    (["dataset.image_size=5000"], ["[dataset] image_size", "must be <= 4096"]),
+    (["dataset.type=mnist5k", "dataset.image_size=4096", "dataset.channels=3"], ["[dataset] image_size", "GiB"]),
+])
+def test_a_dataset_that_cannot_fit_in_memory_is_refused_before_allocating(run, overrides, needles):
+    recipe = run[0]
+    args = ["data", "preview", recipe, "--out", recipe.parent / "preview.png"]  # the dataset alone
+    for override in overrides:
+        args += ["--set", override]
+    one_error(invoke(*args), *needles)

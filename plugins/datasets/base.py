@@ -9,6 +9,8 @@ also calls ``_set_classes`` in ``__init__`` and implements ``_load_labels``.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torchvision.transforms.v2 import functional as TF
 
@@ -79,6 +81,26 @@ class InMemoryImages(gantool.Dataset):
         return to_float(self.as_tensor()[index])
 
 
+MAX_IMAGE_SIZE = 4096  # the largest image_size a dataset accepts (a 4096 px GAN is far beyond these models)
+
+
+def memory_budget() -> int:
+    """Bytes a dataset may take in memory: 1/4 of physical RAM (also ``in_memory = "auto"``'s limit)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return 4 << 30
+
+
+def check_fits(n: int, image_shape, param: str = "image_size"):
+    """Refuse, before allocating, a uint8 tensor of ``n`` images that would not fit in the memory budget."""
+    nbytes = n * int(torch.tensor(image_shape).prod())
+    if nbytes > memory_budget():
+        raise ParamError(param, f"{n:,} images of shape {tuple(image_shape)} take {nbytes / 2**30:.1f} GiB, over "
+                                f"the {memory_budget() / 2**30:.1f} GiB a dataset may hold here (a quarter of the "
+                                "RAM); use a smaller image_size or limit (folders: in_memory = false)")
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1] (the generator's tanh range)."""
     return images.float().div_(127.5).sub_(1.0)
@@ -97,6 +119,7 @@ def resize_batch(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch
     """
     if images.shape[-2:] == (size, size):
         return images
+    check_fits(len(images), (images.shape[1], size, size))
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
     for start in range(0, len(images), chunk):
         out[start : start + chunk] = TF.resize(images[start : start + chunk], [size, size], antialias=True)

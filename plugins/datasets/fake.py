@@ -13,7 +13,7 @@ from typing import Annotated
 import torch
 
 from gantool import ParamError, Range
-from gantool_plugins.datasets.base import InMemoryImages, apply_limit
+from gantool_plugins.datasets.base import MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits
 
 
 class FakeImages(InMemoryImages):
@@ -34,17 +34,18 @@ class FakeImages(InMemoryImages):
         self,
         *,
         size: Annotated[int, Range(ge=1)] = 1000,
-        image_size: Annotated[int, Range(ge=1)] = 64,
-        channels: Annotated[int, Range(ge=1)] = 3,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
+        channels: Annotated[int, Range(ge=1, le=64)] = 3,
         seed: int = 0,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,
-        num_classes: Annotated[int, Range(ge=0)] = 0,
+        num_classes: Annotated[int, Range(ge=0, le=100_000)] = 0,
     ):
         super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
         if num_classes < 0:
             raise ParamError("num_classes", f"must be >= 0 (0 means unlabelled), got {num_classes}")
         self.size, self.seed = size, seed
+        check_fits(len(self), self.image_shape, "size")
         if num_classes:
             self._set_classes(str(k) for k in range(num_classes))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from gantool import GantoolError
-from gantool_plugins.datasets.base import InMemoryImages, apply_limit, to_float
+from gantool_plugins.datasets.base import InMemoryImages, apply_limit, check_fits, memory_budget, to_float
 from gantool_plugins.datasets.decode import Preprocess, load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,6 +65,8 @@ class ImageFiles(InMemoryImages):
         self._kept: torch.Tensor | None = None  # bool per file: decoded, so a row of the tensor
         nbytes = len(self.files) * pre.channels * pre.size * pre.size
         self.in_memory = nbytes <= memory_budget() if in_memory == "auto" else bool(in_memory)
+        if self.in_memory:
+            check_fits(len(self.files), self.image_shape)
         self.skipped = 0  # unreadable files left out of the in-memory tensor
         self._warned = False
         self._check_one_readable()
@@ -221,14 +223,6 @@ def _is_regular(path: Path) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)  # follows links; never opens the file
     except (OSError, ValueError):
         return False
-
-
-def memory_budget() -> int:
-    """Bytes a dataset may take in memory under ``in_memory = "auto"``: 1/4 of physical RAM."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
-        return 4 << 30
 
 
 def decode_threads() -> int:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from gantool import GantoolError, ParamError, Range
 from gantool_plugins.datasets.decode import Preprocess, parse_color
+from gantool_plugins.datasets.base import MAX_IMAGE_SIZE
 from gantool_plugins.datasets.files import IMAGE_SUFFIXES, ImageFiles, find_images
 
 
@@ -47,7 +48,7 @@ class ImageFolder(ImageFiles):
         self,
         *,
         root: str,
-        image_size: Annotated[int, Range(ge=1)] = 64,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
         channels: Literal[1, 3] = 3,
         crop: Literal["center", "none"] = "center",
         background: str | list[int] = "white",
@@ -137,7 +138,7 @@ class CelebA(ImageFiles):
         self,
         *,
         root: str = "data/celeba",
-        image_size: Annotated[int, Range(ge=1)] = 64,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
         channels: Literal[1, 3] = 3,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,

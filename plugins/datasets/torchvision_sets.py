@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from gantool import GantoolError, Range
-from gantool_plugins.datasets.base import InMemoryImages, apply_limit, convert_channels, resize_batch
+from gantool_plugins.datasets.base import (MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits, convert_channels,
+                                           resize_batch)
 
 DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a download attempt gives up
 
@@ -40,6 +41,7 @@ class _TorchvisionImages(InMemoryImages):
         super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
         self.root, self.download, self.train = Path(root).expanduser(), download, split == "train"
         self._tv = self._open()  # now, so a missing dataset fails `gantool check`, not the first batch
+        check_fits(len(self), self.image_shape)
         self._set_classes(self._class_names())
 
     def _load(self) -> torch.Tensor:
@@ -146,7 +148,7 @@ class MNIST(_MNISTFamily):
         *,
         root: str = "data",
         download: bool = True,
-        image_size: Annotated[int, Range(ge=1)] = 28,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 28,
         channels: Literal[1, 3] = 1,
         split: Literal["train", "test"] = "train",
         hflip: bool = False,
@@ -201,7 +203,7 @@ class CIFAR10(_TorchvisionImages):
         *,
         root: str = "data",
         download: bool = True,
-        image_size: Annotated[int, Range(ge=1)] = 32,
+        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 32,
         channels: Literal[1, 3] = 3,
         split: Literal["train", "test"] = "train",
         hflip: bool = False,
