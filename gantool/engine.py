@@ -381,8 +381,9 @@ class DivergenceGuard:
     """``[train] divergence``: "stop" ends the run at the first non-finite loss (checked at
     log steps, where the statistics are read anyway) or before saving non-finite weights;
     "warn" only warns; "off" skips the loss checks. In every mode a finite checkpoint is
-    never replaced by non-finite weights. Losses that explode (100x their typical size so
-    far, above 1,000) get one warning per key, unless "off"."""
+    never replaced by non-finite weights. Losses that explode get one warning per key,
+    unless "off": above 10,000 (GAN losses of every built-in kind stay far below), or
+    100x their typical size so far and above 1,000."""
 
     def __init__(self, mode: str):
         self.mode, self.typical, self.warned = mode, {}, set()
@@ -399,11 +400,13 @@ class DivergenceGuard:
                   "\"warn\"), no checkpoint will hold non-finite weights", file=sys.stderr, flush=True)
         for key in ("loss_d", "loss_g"):
             value, seen = abs(values.get(key, 0.0)), self.typical.setdefault(key, [])
-            if len(seen) >= 3 and value > 1000 and value > 100 * statistics.median(seen) and key not in self.warned:
+            typical = statistics.median(seen) if len(seen) >= 3 else math.inf
+            exploded = value > 1e4 or (value > 1000 and value > 100 * typical)
+            if exploded and key not in self.warned and math.isfinite(value):
                 self.warned.add(key)
-                print(f"warning: step {run.step}: {key} = {values[key]:.4g}, over 100x its typical size "
-                      f"({statistics.median(seen):.3g}); the run may be diverging (learning rate too high?)",
-                      file=sys.stderr, flush=True)
+                size = f"over 100x its typical size ({typical:.3g})" if value > 100 * typical else "over 10,000"
+                print(f"warning: step {run.step}: {key} = {values[key]:.4g}, {size}; the run may be diverging "
+                      "(learning rate too high?)", file=sys.stderr, flush=True)
             seen.append(value)
             del seen[:-50]
 

@@ -123,6 +123,10 @@ def test_exploding_losses_warn_once(capsys, tmp_path):
         guard.check_losses(Run, {"loss_d": value, "loss_g": 1.0})
     err = capsys.readouterr().err
     assert err.count("over 100x its typical size") == 1 and "loss_d = 9e+04" in err
+    DivergenceGuard("stop").check_losses(Run, {"loss_d": 2e4, "loss_g": 3.0})  # huge from the first log on
+    assert "loss_d = 2e+04, over 10,000" in capsys.readouterr().err
+    DivergenceGuard("off").check_losses(Run, {"loss_d": 2e4, "loss_g": float("nan")})
+    assert capsys.readouterr().err == ""
 
 
 def test_resume_refuses_trajectory_changes_and_applies_allowed_ones(tiny_recipe, tmp_path):
