@@ -300,7 +300,8 @@ class Trainer:
         for net, scheduler in self.plan.schedulers.items():
             scheduler.load_state_dict(meta.get("schedulers", {}).get(net, scheduler.state_dict()))
         for net, optimizer in self.plan.optimizers.items():  # --allow-change optimizer.<net>.<key>: the new value
-            keys = [k.rsplit(".", 1)[1] for k in applied if k.startswith(f"optimizer.{net}.") and not k.endswith(".type")]
+            prefix = f"optimizer.{net}."
+            keys = [k[len(prefix):] for k in applied if k.startswith(prefix) and k != f"{prefix}type"]
             if keys:
                 apply_optimizer_settings(optimizer, fresh[net], keys, self.plan.schedulers.get(net))
         set_rng_state(tensors, self.update.noise)

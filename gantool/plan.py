@@ -171,7 +171,10 @@ def conditioning(recipe: Recipe, registry, dataset) -> torch.Tensor | None:
         raise GantoolError(f"{where}: dataset {name} has no class labels, but {why}; use a labelled dataset "
                            f"(mnist5k, mnist, fashion_mnist, cifar10, imagefolder with one sub-folder per class) {off}")
     k = int(dataset.num_classes)
-    if labels.dtype.is_floating_point or labels.dim() != 1 or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < k):
+    bad = labels.dtype.is_floating_point or labels.dim() != 1
+    if not bad and len(labels):
+        bad = not 0 <= int(labels.min()) <= int(labels.max()) < k
+    if bad:
         raise GantoolError(f"{where}: dataset {name}'s labels() must be integers in [0, {k}) of shape (N,); "
                            f"got {labels.dtype} {tuple(labels.shape)}")
     return labels

@@ -44,8 +44,8 @@ def prepare(folder: Path, *, resume: bool, overwrite: bool) -> Path | None:
         return None
     if not overwrite:
         what = "a checkpoint" if has_checkpoint(folder) else "another run's files"
-        raise GantoolError(f"--out {folder}: the folder already holds {what}; continue it with --resume, "
-                           "start over with --overwrite (the old run is moved aside, not deleted), or pick another --out")
+        raise GantoolError(f"--out {folder}: the folder already holds {what}; continue it with --resume, start over "
+                           "with --overwrite (the old run is moved aside, not deleted), or pick another --out")
     with RunLock(folder):  # never move a folder a live run is writing
         pass
     aside = folder.with_name(f"{folder.name}.old-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
@@ -91,7 +91,8 @@ class RunLock:
             holder = _parse(f.read(4096))
             f.close()
             who = f"pid {holder['pid']} on {holder['host']} (since {holder['since']})" if holder else "another process"
-            raise GantoolError(f"{self.folder} is in use by {who}; wait for that run to end or pick another --out") from None
+            raise GantoolError(f"{self.folder} is in use by {who}; "
+                               "wait for that run to end or pick another --out") from None
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
