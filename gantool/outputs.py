@@ -82,7 +82,8 @@ class SampleGrids(gantool.Callback):
             latents, labels, self.columns = class_grid(run.generator, run.plan.num_classes, n, own_seed)
             self.labels = labels.to(run.device)
         else:
-            latents, self.labels, self.columns = run.generator.sample_latent(n, generator=own_seed), None, None
+            latents, self.labels = run.generator.sample_latent(n, generator=own_seed), None
+            self.columns = max(1, int(math.sqrt(n)))
         self.latents = latents.to(run.device)
 
     def on_step_end(self, run):
@@ -97,7 +98,7 @@ class SampleGrids(gantool.Callback):
         with run.sampling() as G:
             images = G(self.latents, *labelled(self.labels)).float().cpu()
         folder = run.out_dir / "samples"
-        grid = dict(nrow=self.columns or max(1, int(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+        grid = dict(nrow=self.columns, normalize=True, value_range=(-1, 1))
         path = folder / f"step_{run.step:07d}.png"
         save_image(images, path, **grid)
         save_image(images, folder / "final.png", **grid)

@@ -144,12 +144,12 @@ def conditioning(recipe: Recipe, registry, dataset) -> torch.Tensor | None:
     """
     declared = {}
     for kind in ("generator", "discriminator", "loss"):
-        entry = recipe.component(kind)
         try:
-            factory = registry.get(kind, entry[0]).load()
+            component = registry.get(kind, recipe.component(kind)[0])
+            factory = component.load()
         except GantoolError:  # an unknown name: building it reports the error with its location
             continue
-        declared[kind] = (getattr(factory, "conditioning", "none"), registry.get(kind, entry[0]).name)
+        declared[kind] = (getattr(factory, "conditioning", "none"), component.name)
     required = [kind for kind, (mode, _) in declared.items() if mode == "required"]
     if not recipe.train.conditional and not required:
         return None
@@ -207,7 +207,8 @@ def smoke_test(plan: Plan):
         module.eval()
     try:
         real, real_labels = next(plan.data.iterate(0))
-        real, real_labels = real[:2], real_labels[:2] if plan.num_classes else None
+        real = real[:2]
+        real_labels = real_labels[:2] if real_labels is not None else None  # the stream has labels when conditional
         fake_labels = torch.arange(2, device=plan.device) % plan.num_classes if plan.num_classes else None
         with torch.no_grad():
             z = G.sample_latent(2, device=plan.device)

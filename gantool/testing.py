@@ -220,12 +220,7 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
     A conditional generator (``conditioning``) is also built with ``num_classes = 3``
     and called ``G(z, labels)``: it must set ``num_classes`` and its output must depend on the labels.
     """
-    base = _Subject("generator", name_or_factory, params)
-    for shape, classes in itertools.product(map(tuple, image_shapes), base.class_counts()):
-        s = base.at(shape, classes)
-        injected = {"image_shape": shape, **({"num_classes": classes} if classes else {})}
-        G = s.built_twice(**injected)
-        _expect_module(s, G, "Generator")
+    for s, shape, injected, G, labels in _network_builds("generator", name_or_factory, params, image_shapes):
         latent_dim = getattr(G, "latent_dim", None)
         s.expect(isinstance(latent_dim, int) and latent_dim >= 1,
                  f"latent_dim is {latent_dim!r}, expected an int >= 1")
@@ -238,7 +233,6 @@ def check_generator(name_or_factory: str | Callable, params: dict | None = None,
         s.expect(_same(z, sample(generator=torch.Generator().manual_seed(1))),
                  "sample_latent differs for the same seeded torch.Generator; "
                  "draw from `generator`, not the global RNG")
-        labels = _check_classes(s, G, classes)
 
         G.train()
         out = s.call("forward in train mode", G, z, *_labelled(labels))
@@ -264,13 +258,7 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
     ``D(x, labels)``; its scores must depend on the labels unless it returns extras (an
     auxiliary classifier), whose values must have one row per image.
     """
-    base = _Subject("discriminator", name_or_factory, params)
-    for shape, classes in itertools.product(map(tuple, image_shapes), base.class_counts()):
-        s = base.at(shape, classes)
-        injected = {"image_shape": shape, **({"num_classes": classes} if classes else {})}
-        D = s.built_twice(**injected)
-        _expect_module(s, D, "Discriminator")
-        labels = _check_classes(s, D, classes)
+    for s, shape, injected, D, labels in _network_builds("discriminator", name_or_factory, params, image_shapes):
         images = torch.rand(4, *shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
         D.train()
         x = images.clone().requires_grad_(True)
@@ -292,6 +280,18 @@ def check_discriminator(name_or_factory: str | Callable, params: dict | None = N
                    "pass penalties=False if it is not meant to support them)", grad.pow(2).sum().backward)
 
         _check_eval_mode(s, D, images, (1,), "discriminator", labels=labels, uses_labels=not extras, **injected)
+
+
+def _network_builds(kind: str, name_or_factory, params, image_shapes):
+    """(subject, shape, injected, module, labels) for every image shape, unconditional and/or with
+    3 classes as the component's ``conditioning`` declares; labels cover every class (None unconditional)."""
+    base = _Subject(kind, name_or_factory, params)
+    for shape, classes in itertools.product(map(tuple, image_shapes), base.class_counts()):
+        s = base.at(shape, classes)
+        injected = {"image_shape": shape, **({"num_classes": classes} if classes else {})}
+        module = s.built_twice(**injected)
+        _expect_module(s, module, kind.capitalize())
+        yield s, shape, injected, module, _check_classes(s, module, classes)
 
 
 def _labelled(labels) -> tuple:
