@@ -20,11 +20,11 @@ test: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/gantool run recipes/dcgan_mnist5k.toml --out runs/demo
+	$(BIN)/gantool run recipes/dcgan_mnist5k.toml --out runs/demo --overwrite
 	@echo "sample grid: runs/demo/samples/final.png"
 
 demo-conditional: install
-	$(BIN)/gantool run recipes/cdcgan_mnist5k.toml --out runs/demo-conditional
+	$(BIN)/gantool run recipes/cdcgan_mnist5k.toml --out runs/demo-conditional --overwrite
 	$(BIN)/gantool sample runs/demo-conditional --class 7 --n 64
 	@echo "one row per digit: runs/demo-conditional/samples/final.png"
 
