@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,mlflow]' $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,mlflow,export]' $(TORCH_PINS)
 	touch $@
 
 test: install
