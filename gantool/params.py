@@ -45,6 +45,29 @@ class Range:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class HeightWidth:
+    """An image size: an int (a square side) or [height, width]; every side in ``ge``..``le``.
+
+    ``Annotated[int | tuple[int, int], HeightWidth(le=4096)]``. An int stays an int (so a
+    square recipe means exactly what it always did); an array becomes a tuple (height, width).
+    """
+
+    ge: int = 1
+    le: int = 4096
+
+    def describe(self) -> str:
+        return f"an int or [height, width] of ints in {self.ge}..{_number(self.le)}"
+
+    def coerce(self, value) -> tuple[Any, str | None]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, Range(ge=self.ge, le=self.le).check(value)
+        if (isinstance(value, list | tuple) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and self.ge <= v <= self.le for v in value)):
+            return tuple(value), None
+        return value, f"must be {self.describe()}, got {value!r}"
+
+
 def _number(bound) -> str:
     """An int bound exactly, grouped as TOML allows (1_048_576; not 1.04858e+06); a float one short."""
     if isinstance(bound, int):
@@ -67,6 +90,8 @@ class Param:
 def describe_type(annotation) -> str:
     """A short human name for an annotation: 'int >= 1', "'nearest' | 'bilinear'"."""
     base, rng = _unwrap(annotation)
+    if isinstance(rng, HeightWidth):
+        return rng.describe()
     origin = get_origin(base)
     if origin is Literal:
         text = " | ".join(repr(a) for a in get_args(base))
@@ -103,6 +128,8 @@ def parameters(factory) -> tuple[list[Param], bool]:
 def check_value(annotation, value) -> tuple[Any, str | None]:
     """Coerce a TOML value to ``annotation``; returns (value, problem or None)."""
     base, rng = _unwrap(annotation)
+    if isinstance(rng, HeightWidth):
+        return rng.coerce(value)
     if rng is not None and rng.allow_inf and isinstance(value, float) and math.isinf(value):
         return value, rng.check(value)  # explicitly unbounded: inf passes, the bounds still apply
     value, problem = _coerce(base, value)
@@ -131,7 +158,8 @@ def validate(factory, table: dict, *, injected=()) -> dict:
             raise ParamError(key, f"unknown parameter{suggest(key, known)}")
         coerced, problem = check_value(p.annotation, value)
         if problem:
-            raise ParamError(key, f"{problem} (expected {describe_type(p.annotation)})")
+            expected = describe_type(p.annotation)
+            raise ParamError(key, problem if expected in problem else f"{problem} (expected {expected})")
         out[key] = coerced
     missing = [p.name for p in params if p.required and p.name not in out and p.name not in injected]
     if missing:
@@ -152,7 +180,7 @@ def _unwrap(annotation):
     rng = None
     if get_origin(annotation) is Annotated:
         base, *extras = get_args(annotation)
-        rng = next((e for e in extras if isinstance(e, Range)), None)
+        rng = next((e for e in extras if isinstance(e, Range | HeightWidth)), None)
         return base, rng
     return annotation, rng
 

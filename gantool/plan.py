@@ -20,7 +20,7 @@ import gantool
 from gantool import limits
 from gantool.data import BatchStream
 from gantool.interfaces import split_scores
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, ParamError
 from gantool.recipe import OPTIMIZED, Recipe
 
 
@@ -71,7 +71,13 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
             limits.check_model_memory(estimate, f"{recipe.locate(*path, 'type')}: {kind} {name}",
                                       f"make it smaller (e.g. a lower [{path[0]}] base_channels)")
             make = limits.reported(make, f"{recipe.locate(*path, 'type')}: {kind} {name}")
-        built = make()
+        try:
+            built = make()
+        except GantoolError as e:  # a network that cannot take the dataset's image shape: the fix is image_size
+            cause = e.__cause__
+            if "image_shape" not in injected or not (isinstance(cause, ParamError) and cause.param == "image_shape"):
+                raise
+            raise GantoolError(f"{recipe.locate('dataset', 'image_size')}: {kind} {name}: {cause.message}") from None
         component = registry.get(kind, name)
         info[".".join(path)] = {"type": name, "qualified_name": component.qualified_name,
                                 "plugin": component.plugin, "version": component.version}

@@ -43,15 +43,15 @@ def test_dcgan_discriminator_shapes(size, channels):
     assert torch.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("shape", [(1, 24, 24), (3, 48, 48), (1, 32, 28), (1, 256, 256)])
+@pytest.mark.parametrize("shape", [(1, 50, 50), (3, 44, 36), (1, 32, 28), (1, 100, 100)])
 @pytest.mark.parametrize("cls", [DCGANGenerator, DCGANDiscriminator])
 def test_unsupported_size_is_a_param_error(cls, shape):
     with pytest.raises(ParamError) as info:
         cls(image_shape=shape)
     assert info.value.param == "image_shape"
     message = str(info.value)
-    assert "16, 28, 32, 64, 128" in message and "[dataset] image_size" in message
-    assert f"{shape[1]}x{shape[2]}" in message
+    assert "cannot make" in message and "[dataset] image_size" in message
+    assert f"{shape[1]}x{shape[2]}" in message and "e.g." in message  # sizes it can make
 
 
 def test_paper_layout_64():
@@ -168,8 +168,8 @@ def test_upsample_conv_rejects_bad_options():
     with pytest.raises(ParamError) as info:
         UpsampleConvGenerator(image_shape=(1, 28, 28), kernel_size=4)
     assert info.value.param == "kernel_size" and "odd" in str(info.value)
-    with pytest.raises(ParamError, match="16, 28, 32, 64, 128"):
-        UpsampleConvGenerator(image_shape=(1, 20, 20))
+    with pytest.raises(ParamError, match="cannot make 50x50"):
+        UpsampleConvGenerator(image_shape=(1, 50, 50))
     with pytest.raises(Exception, match="upsample_mode"):
         validate(UpsampleConvGenerator, {"upsample_mode": "bicubic"}, injected=("image_shape",))
 

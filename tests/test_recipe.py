@@ -93,7 +93,7 @@ def test_syntax_errors_garbage_missing_files_and_cycles(tmp_path):
         (["generator.base_chanels=8"], "--set generator.base_chanels=8: [generator] base_chanels: unknown parameter; did you mean 'base_channels'?"),
         (["generator.latent_dim=0"], "[generator] latent_dim: must be >= 1"),
         (["generator.type=dcgn"], "[generator] type: no generator named 'dcgn'; did you mean 'dcgan'?"),
-        (["dataset.image_size=20"], "image_shape (from the dataset)"),
+        (["dataset.image_size=50"], "[dataset] image_size: generator dcgan: cannot make 50x50 images"),
         (["dataset.channels=2"], "[dataset] channels: 2 is not allowed"),
         (["run.device=cuda:7"], "[run] device"),
         (["run.device=tpu"], "[run] device"),

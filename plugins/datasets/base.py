@@ -10,12 +10,14 @@ also calls ``_set_classes`` in ``__init__`` and implements ``_load_labels``.
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import torch
 from torchvision.transforms.v2 import functional as TF
 
 import gantool
 from gantool import GantoolError, ParamError
+from gantool.params import HeightWidth
 
 
 class InMemoryImages(gantool.Dataset):
@@ -81,7 +83,18 @@ class InMemoryImages(gantool.Dataset):
         return to_float(self.as_tensor()[index])
 
 
-MAX_IMAGE_SIZE = 4096  # the largest image_size a dataset accepts (a 4096 px GAN is far beyond these models)
+MAX_IMAGE_SIZE = 4096  # the largest side a dataset accepts (a 4096 px GAN is far beyond these models)
+
+#: ``image_size`` of every built-in dataset: 64 (a square) or [48, 64] (height, width).
+ImageSize = Annotated[int | tuple[int, int], HeightWidth(ge=1, le=MAX_IMAGE_SIZE)]
+
+
+def height_width(image_size) -> tuple[int, int]:
+    """(height, width) of an ``image_size``: an int means a square."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
 
 
 def memory_budget() -> int:
@@ -111,19 +124,31 @@ def apply_limit(n: int, limit: int) -> int:
     return n if limit == 0 else min(n, limit)
 
 
-def resize_batch(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch.Tensor:
-    """Resize a uint8 batch (N, C, H, W) to (N, C, size, size), antialiased.
+def resize_batch(images: torch.Tensor, size, *, chunk: int = 4096) -> torch.Tensor:
+    """Resize a uint8 batch (N, C, h, w) to ``size`` (an int side, or (H, W)), antialiased.
 
-    Antialiasing matters when shrinking (e.g. 28 -> 16): plain bilinear would alias.
-    Chunked so a big set never needs a second full-size float copy.
+    When the aspect ratio changes, the images are scaled to cover (H, W) and centre-cropped
+    (torchvision's Resize + CenterCrop), so nothing is squashed. Antialiasing matters when
+    shrinking (e.g. 28 -> 16): plain bilinear would alias. Chunked so a big set never
+    needs a second full-size float copy.
     """
-    if images.shape[-2:] == (size, size):
+    height, width = height_width(size)
+    if images.shape[-2:] == (height, width):
         return images
-    check_fits(len(images), (images.shape[1], size, size))
-    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    check_fits(len(images), (images.shape[1], height, width))
+    cover = cover_size(tuple(images.shape[-2:]), (height, width))
+    out = torch.empty((*images.shape[:2], height, width), dtype=torch.uint8)
     for start in range(0, len(images), chunk):
-        out[start : start + chunk] = TF.resize(images[start : start + chunk], [size, size], antialias=True)
+        part = TF.resize(images[start : start + chunk], list(cover), antialias=True)
+        out[start : start + chunk] = part if cover == (height, width) else TF.center_crop(part, [height, width])
     return out
+
+
+def cover_size(source: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The smallest resize of ``source`` (h, w) that keeps its aspect and covers ``target`` (H, W)."""
+    (h, w), (height, width) = source, target
+    scale = max(height / h, width / w)
+    return max(height, round(h * scale)), max(width, round(w * scale))
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Turning one image file into one uint8 tensor (C, size, size): the preprocessing.
+"""Turning one image file into one uint8 tensor (C, H, W): the preprocessing.
 
 Steps, in this order:
 
@@ -10,9 +10,10 @@ Steps, in this order:
 3. Transparency (RGBA, LA, palette PNGs with a transparent colour, as in Pokemon
    sprites) is composited onto a solid ``background``: dropping alpha would expose
    whatever colour the transparent pixels happen to store, usually black.
-4. Crop a centered square (of side ``crop_side``, or the shorter side) and resize it
-   to ``size`` (Pillow's bilinear filter, antialiased when shrinking); ``crop="none"``
-   squashes the whole image instead.
+4. Crop the largest centered box with the target's aspect ratio H:W (a square for an int
+   ``size``), inside the centered square of side ``crop_side`` when that is set, and resize
+   it to (H, W) (Pillow's bilinear filter, antialiased when shrinking): Resize + CenterCrop
+   in one step. ``crop="none"`` squashes the whole image instead.
 """
 
 from __future__ import annotations
@@ -23,16 +24,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor, ImageOps
 
+from gantool_plugins.datasets.base import height_width
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """Everything that decides the pixels; also part of the disk-cache key."""
 
-    size: int
+    size: int | tuple[int, int]  # a square's side, or (height, width); a square is kept as its int
     channels: int  # 1 or 3
-    crop: str = "center"  # "center" (square crop) or "none" (squash to a square)
-    crop_side: int = 0  # with crop="center": side of the centered square; 0 = the shorter side
+    crop: str = "center"  # "center" (crop to the target's aspect) or "none" (squash)
+    crop_side: int = 0  # with crop="center": crop inside the centered square of this side; 0 = no limit
     background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self):
+        # One spelling per size, so [64, 64] and 64 share a cache key (the key square sizes always had).
+        height, width = height_width(self.size)
+        object.__setattr__(self, "size", height if height == width else (height, width))
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        return height_width(self.size)
 
     def cache_params(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,7 +63,7 @@ def parse_color(value) -> tuple[int, int, int] | None:
 
 
 def load_image(path, pre: Preprocess) -> torch.Tensor:
-    """Decode ``path`` and preprocess it to uint8 (channels, size, size). Raises on bad files."""
+    """Decode ``path`` and preprocess it to uint8 (channels, height, width). Raises on bad files."""
     with Image.open(path) as im:
         mode = "L" if pre.channels == 1 else "RGB"
         full_width = im.size[0]
@@ -63,7 +75,8 @@ def load_image(path, pre: Preprocess) -> torch.Tensor:
         im = im.convert(mode) if im.mode != mode else im
         box = _crop_box(im.size, pre, scale)
         im = im.crop(box) if box != (0, 0, *im.size) else im
-        out = im.resize((pre.size, pre.size), Image.Resampling.BILINEAR)
+        height, width = pre.height_width
+        out = im.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(out, dtype=np.uint8)
     array = array[:, :, None] if array.ndim == 2 else array
     return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))  # HWC -> CHW, one copy
@@ -73,17 +86,23 @@ def _crop_box(wh, pre: Preprocess, scale: float = 1.0):
     w, h = wh
     if pre.crop == "none":
         return (0, 0, w, h)
-    side = min(w, h) if pre.crop_side == 0 else min(w, h, round(pre.crop_side * scale))
-    left, top = (w - side) // 2, (h - side) // 2
-    return (left, top, left + side, top + side)
+    rw, rh = (w, h) if pre.crop_side == 0 else (min(w, h, round(pre.crop_side * scale)),) * 2
+    height, width = pre.height_width
+    if rw * height > rh * width:  # the region is wider than the target: keep its height
+        bw, bh = round(rh * width / height), rh
+    else:
+        bw, bh = rw, round(rw * height / width)
+    left, top = (w - bw) // 2, (h - bh) // 2
+    return (left, top, left + bw, top + bh)
 
 
 def _draft_request(wh, pre: Preprocess):
-    """The smallest decoded size for which the crop box still has >= ``size`` pixels a side."""
+    """The smallest decoded size for which the crop box still has >= (height, width) pixels."""
     w, h = wh
     box = _crop_box(wh, pre)
     bw, bh = box[2] - box[0], box[3] - box[1]
-    return (max(1, int(np.ceil(w * pre.size / bw))), max(1, int(np.ceil(h * pre.size / bh))))
+    height, width = pre.height_width
+    return (max(1, int(np.ceil(w * width / bw))), max(1, int(np.ceil(h * height / bh))))
 
 
 def _flatten(im: Image.Image, pre: Preprocess) -> Image.Image:

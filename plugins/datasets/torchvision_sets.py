@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from gantool import GantoolError, Range
-from gantool_plugins.datasets.base import (MAX_IMAGE_SIZE, InMemoryImages, apply_limit, check_fits, convert_channels,
-                                           resize_batch)
+from gantool_plugins.datasets.base import (ImageSize, InMemoryImages, apply_limit, check_fits, convert_channels,
+                                           height_width, resize_batch)
 
 DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a download attempt gives up
 
@@ -38,7 +38,7 @@ class _TorchvisionImages(InMemoryImages):
     tv_class: str  # torchvision.datasets attribute
 
     def __init__(self, *, root, download, image_size, channels, split, hflip, limit):
-        super().__init__(image_shape=(channels, image_size, image_size), hflip=hflip, limit=limit)
+        super().__init__(image_shape=(channels, *height_width(image_size)), hflip=hflip, limit=limit)
         self.root, self.download, self.train = Path(root).expanduser(), download, split == "train"
         self._tv = self._open()  # now, so a missing dataset fails `gantool check`, not the first batch
         check_fits(len(self), self.image_shape)
@@ -46,7 +46,7 @@ class _TorchvisionImages(InMemoryImages):
 
     def _load(self) -> torch.Tensor:
         images = self._native()[: apply_limit(len(self._tv), self.limit)]
-        images = resize_batch(images, self.image_shape[1])
+        images = resize_batch(images, self.image_shape[1:])
         return convert_channels(images, self.image_shape[0])
 
     def _load_labels(self) -> torch.Tensor:
@@ -134,7 +134,8 @@ class MNIST(_MNISTFamily):
     Args:
         root: Data folder; the files live in ROOT/MNIST/raw/ (torchvision's layout).
         download: Download the files into root when they are missing.
-        image_size: Side of the square images; resized with antialiasing.
+        image_size: Side of the square images, or [height, width]; resized with antialiasing
+            (and centre-cropped to a non-square aspect).
         channels: 1 for grayscale, 3 to repeat the gray channel as RGB.
         split: "train" (60,000 images) or "test" (10,000).
         hflip: Flip random halves of each batch horizontally (off: digits are not symmetric).
@@ -148,7 +149,7 @@ class MNIST(_MNISTFamily):
         *,
         root: str = "data",
         download: bool = True,
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 28,
+        image_size: ImageSize = 28,
         channels: Literal[1, 3] = 1,
         split: Literal["train", "test"] = "train",
         hflip: bool = False,
@@ -166,7 +167,8 @@ class FashionMNIST(MNIST):
     Args:
         root: Data folder; the files live in ROOT/FashionMNIST/raw/ (torchvision's layout).
         download: Download the files into root when they are missing.
-        image_size: Side of the square images; resized with antialiasing.
+        image_size: Side of the square images, or [height, width]; resized with antialiasing
+            (and centre-cropped to a non-square aspect).
         channels: 1 for grayscale, 3 to repeat the gray channel as RGB.
         split: "train" (60,000 images) or "test" (10,000).
         hflip: Flip random halves of each batch horizontally (clothes are nearly symmetric).
@@ -188,7 +190,8 @@ class CIFAR10(_TorchvisionImages):
     Args:
         root: Data folder; the batches live in ROOT/cifar-10-batches-py/ (torchvision's layout).
         download: Download and extract cifar-10-python.tar.gz into root when missing.
-        image_size: Side of the square images; resized with antialiasing.
+        image_size: Side of the square images, or [height, width]; resized with antialiasing
+            (and centre-cropped to a non-square aspect).
         channels: 3 for RGB, 1 for grayscale (luma).
         split: "train" (50,000 images) or "test" (10,000).
         hflip: Flip random halves of each batch horizontally (the usual CIFAR augmentation).
@@ -203,7 +206,7 @@ class CIFAR10(_TorchvisionImages):
         *,
         root: str = "data",
         download: bool = True,
-        image_size: Annotated[int, Range(ge=1, le=MAX_IMAGE_SIZE)] = 32,
+        image_size: ImageSize = 32,
         channels: Literal[1, 3] = 3,
         split: Literal["train", "test"] = "train",
         hflip: bool = False,

@@ -6,9 +6,10 @@ batch norm and LeakyReLU -> tanh. Its discriminator is two 5x5 stride-2 convolut
 with LeakyReLU and dropout 0.3, then flatten and one linear unit. Weights use Keras'
 default Glorot-uniform initialisation, as the tutorial does.
 
-For sizes other than 28 the start map is the image side divided by 4 (16 -> 4x4,
-32 -> 8x8) and larger images (64, 128) get extra stride-2 layers so the start map stays
-8x8 and the dense layer stays small.
+For sizes other than 28 the start map is the image divided by 4 (16 -> 4x4, 32 -> 8x8,
+48x64 -> 12x16 ...) and larger images get extra stride-2 layers until the start map's
+longer side is at most 8 (64 -> 8x8, 48x64 -> 6x8), so the dense layer stays small. The
+sizes it accepts are those of ``dcgan`` (``resolve_size``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ def keras_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _start(image_shape) -> tuple[int, int]:
-    """(start side, number of stride-2 layers): the start map is at most 8x8."""
-    resolve_size(image_shape, "dcgan_dense")
-    side = image_shape[1]
+def _start(image_shape) -> tuple[tuple[int, int], int]:
+    """((start height, start width), number of stride-2 layers): the start map's sides are at most 8."""
+    resolve_size(image_shape)  # H = h0 * 2**k and W = w0 * 2**k, with k >= 2
+    _, height, width = image_shape
     steps = 2
-    while side // 2**steps > 8:
+    while max(height, width) // 2**steps > 8:  # stops at k at the latest: h0, w0 <= 7
         steps += 1
-    return side // 2**steps, steps
+    return (height // 2**steps, width // 2**steps), steps
 
 
 class DenseDCGANGenerator(Generator):
@@ -61,13 +62,13 @@ class DenseDCGANGenerator(Generator):
         base_channels: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        start, steps = _start(image_shape)
+        (start_h, start_w), steps = _start(image_shape)
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
-        self.start = (4 * base_channels, start, start)
+        self.start = (4 * base_channels, start_h, start_w)
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 4 * base_channels * start * start, bias=False),
-            nn.BatchNorm1d(4 * base_channels * start * start),
+            nn.Linear(latent_dim, 4 * base_channels * start_h * start_w, bias=False),
+            nn.BatchNorm1d(4 * base_channels * start_h * start_w),
             nn.LeakyReLU(0.3),  # Keras' LeakyReLU default slope
         )
         # stride 1 to 2b, then stride-2 layers halving down to b, the last one to C.
@@ -110,9 +111,9 @@ class DenseDCGANDiscriminator(Discriminator):
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.3,
     ):
         super().__init__()
-        resolve_size(image_shape, "dcgan_dense")
+        resolve_size(image_shape)  # H and W divisible by 4: the two stride-2 convolutions quarter them exactly
         self.image_shape = tuple(image_shape)
-        side = image_shape[1] // 4
+        height, width = image_shape[1] // 4, image_shape[2] // 4
         self.net = nn.Sequential(
             nn.Conv2d(image_shape[0], base_channels, 5, 2, 2),
             nn.LeakyReLU(0.3),
@@ -121,7 +122,7 @@ class DenseDCGANDiscriminator(Discriminator):
             nn.LeakyReLU(0.3),
             nn.Dropout(dropout),
             nn.Flatten(),
-            nn.Linear(2 * base_channels * side * side, 1),
+            nn.Linear(2 * base_channels * height * width, 1),
         )
         self.apply(keras_init)
 

@@ -13,9 +13,10 @@ The paper's architecture guidelines, followed exactly:
 
 Channel widths double per down-sampling step in D and halve per up-sampling step in
 G (``base_channels`` is the width next to the image), as in the paper's 64x64 model.
-Square sizes 16, 32, 64 and 128 start from a 4x4 map; 28 starts from 7x7 (a 7x7
-transposed convolution of the 1x1 latent, then x2, x2), like the TensorFlow DCGAN
-tutorial for MNIST.
+An H x W image starts from an h0 x w0 map doubled k times: H = h0 * 2**k, W = w0 * 2**k,
+3 <= h0, w0 <= 7, k >= 2, with the largest such k. So 16, 32, 64 and 128 start from 4x4,
+28 from 7x7 (like the TensorFlow DCGAN tutorial for MNIST) and 48x64 from 3x4; D's
+final convolution has the kernel h0 x w0.
 
 Both are class-conditional when the engine injects ``num_classes > 0`` (``[train]
 conditional = true``): G joins a label embedding to z (Mirza & Osindero 2014), D
@@ -34,21 +35,42 @@ from torch import nn
 
 from gantool import Discriminator, Generator, ParamError, Range
 
-#: image size -> (side of the first feature map, number of x2 up-sampling steps)
+START_SIDES = range(3, 8)  #: h0 and w0, the sides of G's first (and D's last) feature map
+MIN_STEPS = 2  #: x2 steps at least: the smallest images are 12 px, and dcgan_dense needs sides divisible by 4
+
+#: the square sizes of the first releases: side -> (start side, x2 steps); resolve_size gives the same
 SUPPORTED_SIZES: dict[int, tuple[int, int]] = {16: (4, 2), 28: (7, 2), 32: (4, 3), 64: (4, 4), 128: (4, 5)}
 
 
-def resolve_size(image_shape, family: str = "DCGAN") -> tuple[int, int]:
-    """(start side, number of x2 steps) for ``image_shape``; ParamError if unsupported."""
+def start_map(height: int, width: int) -> tuple[tuple[int, int], int] | None:
+    """((h0, w0), k) with height = h0 * 2**k and width = w0 * 2**k, the largest such k; None if there is none."""
+    for k in range(max(height, width).bit_length(), MIN_STEPS - 1, -1):
+        (h0, h_rest), (w0, w_rest) = divmod(height, 2**k), divmod(width, 2**k)
+        if not h_rest and not w_rest and h0 in START_SIDES and w0 in START_SIDES:
+            return (h0, w0), k
+    return None
+
+
+def resolve_size(image_shape) -> tuple[tuple[int, int], int]:
+    """((h0, w0), number of x2 steps) for ``image_shape``; a ParamError naming nearby sizes if unsupported."""
     _, height, width = image_shape
-    sizes = ", ".join(str(s) for s in SUPPORTED_SIZES)
-    if height != width or height not in SUPPORTED_SIZES:
+    found = start_map(height, width)
+    if found is None:
+        examples = ", ".join(f"{h}x{w}" for h, w in nearby_sizes(height, width))
         raise ParamError(
             "image_shape",
-            f"{family} supports square images of size {sizes}, got {height}x{width}; "
-            f"set [dataset] image_size to one of {sizes}",
+            f"cannot make {height}x{width} images; it makes H x W with H = h0*2^k, W = w0*2^k, "
+            f"{START_SIDES[0]} <= h0, w0 <= {START_SIDES[-1]}, k >= {MIN_STEPS} (e.g. {examples}); "
+            "set [dataset] image_size to one of them",
         )
-    return SUPPORTED_SIZES[height]
+    return found
+
+
+def nearby_sizes(height: int, width: int, n: int = 3) -> list[tuple[int, int]]:
+    """The ``n`` makeable sizes closest to height x width (squares for a square), in order."""
+    sizes = {(h0 * 2**k, w0 * 2**k) for k in range(MIN_STEPS, 11) for h0 in START_SIDES for w0 in START_SIDES
+             if height != width or h0 == w0}
+    return sorted(sorted(sizes, key=lambda s: (abs(s[0] - height) + abs(s[1] - width), s))[:n])
 
 
 def check_labels(module: nn.Module, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -124,7 +146,7 @@ class DCGANGenerator(Generator):
         z_dim = latent_dim + (label_dim if num_classes else 0)
         widths = [base_channels * 2 ** (steps - 1 - i) for i in range(steps)]
         layers: list[nn.Module] = [
-            # Projection of the 1x1 latent to a start x start map (a "fully connected"
+            # Projection of the 1x1 latent to an h0 x w0 start map (a "fully connected"
             # layer written as a convolution, as in the paper's figure 1).
             nn.ConvTranspose2d(z_dim, widths[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(widths[0]),
@@ -164,7 +186,8 @@ class DCGANDiscriminator(Discriminator):
     """DCGAN discriminator: strided convolutions with LeakyReLU(0.2), one logit out.
 
     Mirror image of the generator: for 64x64, C -> 32x32x64 -> 16x16x128 -> 8x8x256 ->
-    4x4x512 -> a 4x4 convolution to one logit. No norm on the input layer.
+    4x4x512 -> a 4x4 convolution to one logit (48x64 ends in a 3x4 map and a 3x4
+    convolution). No norm on the input layer.
 
     Class-conditional when built with ``num_classes > 0``; ``forward(x, labels)`` then
     needs the labels and ``condition_by`` says how they enter:

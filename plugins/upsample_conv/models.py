@@ -10,7 +10,7 @@ Nearest-neighbour up-sampling has exactly zero response at the Nyquist frequency
 stride-1 convolution treats every pixel alike, so no period-2 pattern is created.
 
 Same layout and widths as the ``dcgan`` generator (so the two compare fairly in the
-checkerboard benchmark): z -> start map (4x4, or 7x7 for 28 px) -> x2 blocks -> image.
+checkerboard benchmark): z -> start map (4x4, 7x7 for 28 px, 3x4 for 48x64) -> x2 blocks -> image.
 
 Class-conditional when built with ``num_classes > 0``: every hidden batch norm becomes a
 conditional batch norm, whose per-channel gain and bias are looked up per class (de Vries
@@ -104,11 +104,12 @@ class UpsampleConvGenerator(Generator):
             raise ParamError(
                 "kernel_size", f"must be odd so the convolution keeps the image centred, got {kernel_size}; use 3 or 5"
             )
-        start, steps = resolve_size(image_shape, "upsample_conv")
-        if padding_mode == "reflect" and kernel_size // 2 >= 2 * start:
+        start, steps = resolve_size(image_shape)
+        if padding_mode == "reflect" and kernel_size // 2 >= 2 * min(start):  # reflect needs pad < side
             raise ParamError(
                 "kernel_size",
-                f"reflect padding needs kernel_size < {4 * start + 1} at {image_shape[1]} px, got {kernel_size}",
+                f"reflect padding needs kernel_size < {4 * min(start) + 1} at {image_shape[1]}x{image_shape[2]} px, "
+                f"got {kernel_size}",
             )
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
