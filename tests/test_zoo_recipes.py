@@ -18,6 +18,11 @@ NEEDS_DATA = {
     "dcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=8", "train.batch_size=8"],
     "cdcgan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=16",
                        "dataset.num_classes=10", "train.batch_size=8"],
+    # 5 D steps per G step: at least 5 batches
+    "sngan_cifar10": ["dataset.type=fake", "dataset.image_size=32", "dataset.channels=3", "dataset.size=40",
+                      "train.batch_size=8"],
+    "sngan_folder": ["dataset.type=fake", "dataset.image_size=64", "dataset.channels=3", "dataset.size=40",
+                     "train.batch_size=8"],
 }
 
 
