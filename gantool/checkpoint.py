@@ -178,6 +178,12 @@ def validate_metadata(meta, path: Path, *, require_run: bool = True):
             _check_run(meta)
         if "optimizers" in meta or require_run:
             _check_optimizers(_get(meta, "optimizers", dict))
+        if "init_from" in meta:  # a fine-tuned run: where its first weights came from (gantool/finetune.py)
+            init = _get(meta, "init_from", dict)
+            _get(init, "path", str, "init_from."), _int(init, "step", "init_from.")
+            parts = _str_list(_get(init, "parts", list, "init_from."), "init_from.parts")
+            if not parts or not set(parts) <= {"generator", "discriminator"}:
+                raise _Bad(f'init_from.parts: expected "generator" and/or "discriminator", got {_short(parts)}')
     except _Bad as e:
         raise GantoolError(f"{path}: checkpoint metadata: {e}") from None
 

@@ -298,8 +298,13 @@ def check(recipe, overrides):
               help="With --resume: apply a recipe change to the run (e.g. optimizer.generator.lr); recorded in its history.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine (one per GPU; gloo on CPU). Runs torchrun; see docs/scaling.md.")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path), metavar="RUN_OR_CHECKPOINT",
+              help="Fine-tune: start a new run from another run's weights (fresh optimizers, step 0, "
+                   "this recipe's data).")
+@click.option("--init", "init_parts", metavar="PARTS",
+              help="With --init-from: generator,discriminator (default), generator or discriminator.")
 @click.pass_context
-def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc):
+def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc, init_from, init_parts):
     """Train a recipe; writes samples, metrics and checkpoints.
 
     A folder that holds a run is never overwritten: --resume continues it, --overwrite
@@ -308,6 +313,17 @@ def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc):
     """
     r = _load(recipe, overrides)  # a bad recipe fails here, before any process starts
     resume = {None: False, "yes": True, "auto": "auto"}[resume]
+    init = None
+    if init_parts is not None and init_from is None:
+        raise GantoolError(f"--init {init_parts} needs --init-from RUN_OR_CHECKPOINT (it picks which of that run's "
+                           "networks to load)")
+    if init_from is not None:
+        if resume is True:
+            raise GantoolError("--init-from starts a new run from another run's weights and --resume continues this "
+                               "one from its own; drop one (--resume auto goes with it: fine-tune first, resume after)")
+        from gantool import finetune
+
+        init = finetune.source(init_from, init_parts)
     if nproc > 1:
         from gantool import distributed
 
@@ -315,11 +331,12 @@ def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc):
         argv += [arg for o in overrides for arg in ("--set", o)]
         argv += (["--out", str(out)] if out else []) + {False: [], True: ["--resume"], "auto": ["--resume", "auto"]}[resume]
         argv += (["--overwrite"] if overwrite else []) + [arg for k in allow_changes for arg in ("--allow-change", k)]
+        argv += ["--init-from", str(init.path), "--init", ",".join(init.parts)] if init else []
         distributed.launch(nproc, argv)
     from gantool import engine
 
     summary = engine.run(r, _registry(), out_dir=out, resume=resume, overwrite=overwrite,
-                         allow_changes=tuple(allow_changes))
+                         allow_changes=tuple(allow_changes), init_from=init)
     if summary.get("rank", 0) == 0:
         stopped = f" (stopped early: {summary['stop_reason']})" if summary.get("status") == "stopped" else ""
         click.echo(f"done: {summary['steps']} steps{stopped}, {summary['images_per_s']:.1f} images/s; samples {summary['samples']}; checkpoint {summary['checkpoint']}")
@@ -405,10 +422,17 @@ DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help
 @click.option("--interpolate", is_flag=True, help="Latent-space walks: each row slerps between two random latents.")
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images per walk (--interpolate).")
 @click.option("--rows", type=click.IntRange(min=1), default=8, show_default=True, help="Number of walks (--interpolate).")
+@click.option("--truncation", type=float, metavar="PSI",
+              help="Truncation trick (BigGAN): latent components with |z| > PSI are redrawn until inside; "
+                   "smaller PSI, more typical and less varied images.")
+@click.option("--seeds", "seeds_text", metavar="LIST",
+              help="One image per seed, e.g. 1-16 or 3,5,9-12: seed s gives the image --seed s --n 1 gives "
+                   "(instead of --n and --seed).")
 @EMA_OPTION
 @BEST_OPTION
 @DEVICE_OPTION
-def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, ema, best, device):
+def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, truncation, seeds_text, ema, best,
+           device):
     """Generate images from a checkpoint (the recipe file need not exist).
 
     RUN_OR_CHECKPOINT is a run directory (its checkpoints/last.safetensors, or
@@ -420,6 +444,19 @@ def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, e
     from gantool import sampling
     from gantool.plan import resolve_device
 
+    seeds = None
+    if seeds_text is not None:  # checked before the checkpoint is read
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        given = [f"--{p}" for p in ("n", "seed") if ctx.get_parameter_source(p) is not ParameterSource.DEFAULT]
+        if given:
+            raise GantoolError(f"--seeds picks the images itself, one per seed; drop {' and '.join(given)}")
+        if interpolate:
+            raise GantoolError("--seeds does not apply to --interpolate (its walks come from --seed); drop one of them")
+        seeds = sampling.parse_seeds(seeds_text)
+    if truncation is not None:
+        sampling.check_truncation(truncation)
     path, run_dir = sampling.resolve_checkpoint(target, best=best)
     dev = resolve_device(device, "--device")
     G, meta, source = sampling.load_generator(path, _registry(), dev, ema=ema)
@@ -427,27 +464,42 @@ def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, e
     chosen = sampling.resolve_class(class_, names, path) if class_ is not None else None
     tag = "_best" if best else ""
     labels, for_class = None, f"_class{chosen}" if chosen is not None else ""
+    drawn = f"seeds{sampling.seeds_label(seeds)}" if seeds else f"seed{seed}"
+    drawn += f"_trunc{truncation:g}" if truncation is not None else ""
+    file_names = None  # --individual names (sample_NNNN.png unless --seeds)
     if interpolate:
-        z, _, _ = sampling.interpolation_latents(G, rows, steps, seed)
+        z, _, _ = sampling.interpolation_latents(G, rows, steps, seed, truncation)
         nrow, what = steps, f"{rows} walks x {steps} steps"
-        name = f"interpolate{tag}{for_class}_seed{seed}.png"
+        name = f"interpolate{tag}{for_class}_{drawn}.png"
         if names:  # each walk within one class: the chosen one, else row r shows class r
             walk_classes = torch.full((rows,), chosen) if chosen is not None else torch.arange(rows) % len(names)
             labels = walk_classes.repeat_interleave(steps)
     elif names and chosen is None:  # one row per class, the same latent down each column
-        z, labels, nrow = sampling.class_grid(G, len(names), n, torch.Generator().manual_seed(seed))
-        what = f"{len(names)} classes x {nrow} samples"
-        name = f"sample{tag}_classes_seed{seed}.png"
+        if seeds and len(seeds) * len(names) > sampling.MAX_SEEDS:
+            raise GantoolError(f"--seeds: {len(seeds)} seeds x {len(names)} classes is over {sampling.MAX_SEEDS:,} "
+                               "images; ask for fewer seeds, or one class with --class")
+        columns = len(seeds) if seeds else max(1, n // len(names))
+        z = (sampling.per_seed_latents(G, seeds, truncation) if seeds
+             else sampling.seeded_latents(G, columns, seed, truncation))
+        z, labels = sampling.class_rows(z, len(names))
+        nrow, what = columns, f"{len(names)} classes x {columns} {'seeds' if seeds else 'samples'}"
+        name = f"sample{tag}_classes_{drawn}.png"
+        file_names = sampling.seed_file_names(seeds, len(names)) if seeds else None
     else:
-        z = sampling.seeded_latents(G, n, seed)
-        nrow, what = sampling.grid_columns(n), f"{n} samples"
-        name = f"sample{tag}{for_class}_seed{seed}.png"
+        z = (sampling.per_seed_latents(G, seeds, truncation) if seeds
+             else sampling.seeded_latents(G, n, seed, truncation))
+        count = len(z)
+        nrow, what = sampling.grid_columns(count), f"{count} samples"
+        name = f"sample{tag}{for_class}_{drawn}.png"
+        file_names = sampling.seed_file_names(seeds) if seeds else None
         if chosen is not None:
-            labels, what = torch.full((n,), chosen), f"{n} samples of class {names[chosen]!r}"
+            labels, what = torch.full((count,), chosen), f"{count} samples of class {names[chosen]!r}"
     images = sampling.generate(G, z, dev, labels)
-    where = f"{path} (step {meta.get('step')}, {source}, seed {seed})"
+    drawn_from = f"seeds {sampling.seeds_label(seeds, sep=',')}" if seeds else f"seed {seed}"
+    drawn_from += f", truncation {truncation:g}" if truncation is not None else ""
+    where = f"{path} (step {meta.get('step')}, {source}, {drawn_from})"
     if individual is not None:
-        paths = sampling.save_individual(images, individual)
+        paths = sampling.save_individual(images, individual, file_names)
         click.echo(f"wrote {len(paths)} PNGs to {individual}/: {what} from {where}")
     if out is not None or individual is None:
         out = out or sampling.default_output(run_dir, name)

@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 import gantool
-from gantool import outputs, rundir
+from gantool import finetune, outputs, rundir
 from gantool.checkpoint import has_module, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from gantool.errors import GantoolError, RunFailed
 from gantool.plan import make_plan, resolve_device
+from gantool.progress import Preparing
 from gantool.recipe import Recipe
 from gantool.resume import apply_optimizer_settings, check_changes, recipe_changes, show
 from gantool.rundir import RunLock
@@ -44,7 +45,7 @@ class Trainer:
     docs/plugins.md ("The run a callback sees") are the public surface."""
 
     def __init__(self, recipe: Recipe, registry, out_dir: Path, *, resume: bool = False, console=None,
-                 rank=0, world_size=1, allow_changes: tuple[str, ...] = ()):
+                 rank=0, world_size=1, allow_changes: tuple[str, ...] = (), init_from=None):
         self.recipe, self.out_dir = recipe, Path(out_dir)
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.plan = make_plan(recipe, registry, rank=rank, world_size=world_size)
@@ -56,10 +57,16 @@ class Trainer:
         self.guard = DivergenceGuard(recipe.train.divergence)
         self._evaluated_step = None  # no second evaluation of the final step
         builtin = outputs.builtin_callbacks(self, console)
+        # The progress display also hears of phases that are not steps (the final evaluation).
+        displays = [c for c in builtin if isinstance(c, outputs.ProgressDisplay)] if self.is_main else []
+        self.display = displays[0] if displays else None
         self.callbacks = [*builtin, *(cb for _, cb in self.plan.callbacks)] if self.is_main else []
         self.resumed = resume
+        self.init_from = None  # fine-tuned: {"path", "step", "parts"} of the source (finetune.py), kept on resume
         if resume:
             self._resume(self.out_dir / "checkpoints" / "last.safetensors", list(allow_changes))
+        elif init_from is not None:
+            self.init_from = finetune.initialize(self, init_from)
 
     # -- what callbacks see ---------------------------------------------------------
 
@@ -139,6 +146,7 @@ class Trainer:
         t_start = time.perf_counter()
         last_log = [t_start, self.batches_seen]  # time and batch count of the previous log line
         batches_start = self.batches_seen
+        budget = train.max_minutes * 60
 
         def log():
             now = time.perf_counter()
@@ -162,6 +170,8 @@ class Trainer:
             if self.recipe.eval.every and self.step % self.recipe.eval.every == 0:
                 self.evaluate()
             self.emit("on_step_end")
+            if budget and time.perf_counter() - t_start >= budget:  # a clean stop: samples, eval, checkpoint
+                self.request_stop(f"train.max_minutes = {train.max_minutes:g} reached")
         if sums:  # stopped between log steps: the statistics since the last line are logged too
             log()
         return time.perf_counter() - t_start, (self.batches_seen - batches_start) * self.plan.data.global_batch
@@ -196,6 +206,9 @@ class Trainer:
         if not self.is_main:  # metrics are computed once, by rank 0 (they use no global RNG)
             return {}
         results = {}
+        if self.display is not None and self.plan.metrics:
+            names = ", ".join(name for name, _ in self.plan.metrics)
+            self.display.phase(f"evaluating {names} on {self.recipe.eval.n_samples:,} samples")
         with self.sampling() as G:
             for _, metric in self.plan.metrics:
                 values = metric.compute(G, self.plan.dataset, n=self.recipe.eval.n_samples, device=self.device)
@@ -275,7 +288,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batches_seen": self.batches_seen, "best": self.best,
             "recipe": self.recipe.data, "components": self.components,
             "schedulers": {net: s.state_dict() for net, s in self.plan.schedulers.items()},
-            "history": self.history,
+            "history": self.history, **({"init_from": self.init_from} if self.init_from else {}),
         }
         save_checkpoint(path, modules=self._stateful_modules(), optimizers=self.plan.optimizers,
                         rng=rng_state(self.update.noise), metadata=metadata)
@@ -306,7 +319,7 @@ class Trainer:
                 apply_optimizer_settings(optimizer, fresh[net], keys, self.plan.schedulers.get(net))
         set_rng_state(tensors, self.update.noise)
         self.step, self.batches_seen, self.best = meta["step"], meta["batches_seen"], meta.get("best")
-        self.history = list(meta.get("history", []))
+        self.history, self.init_from = list(meta.get("history", [])), meta.get("init_from")
         if applied:
             self.history.append({"step": self.step, "changes": {k: [show(a), show(b)]
                                                                 for k, (a, b) in applied.items()}})
@@ -456,9 +469,10 @@ def latest_run_dir(recipe: Recipe) -> Path:
 
 
 def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool | str = False,
-        overwrite: bool = False, allow_changes: tuple[str, ...] = (), console=None) -> dict:
+        overwrite: bool = False, allow_changes: tuple[str, ...] = (), console=None, init_from=None) -> dict:
     """Train ``recipe`` into ``out_dir``. ``resume``: True, False, or "auto" (resume when
-    ``out_dir`` has a checkpoint, else start fresh: one job script for every requeue)."""
+    ``out_dir`` has a checkpoint, else start fresh: one job script for every requeue).
+    ``init_from`` (finetune.InitFrom): a fresh start takes another run's weights."""
     if resume == "auto":
         if out_dir is None:
             raise GantoolError("--resume auto needs --out RUN_DIR: the folder every restart of the job shares")
@@ -474,14 +488,17 @@ def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool |
     if not ctx.enabled or ctx.rank == 0:
         rundir.prepare(out_dir, resume=resume, overwrite=overwrite)
     if not ctx.enabled:
-        return Trainer(recipe, registry, out_dir, resume=resume, console=console, allow_changes=allow_changes).fit()
+        with Preparing(console, f"{recipe.path.name}: building the dataset and the models"):
+            trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console, allow_changes=allow_changes,
+                              init_from=init_from)
+        return trainer.fit()
     # Launched by torchrun: one process per GPU (or several CPU processes with gloo).
     device = distributed.rank_device(resolve_device(recipe.run.device, recipe.locate("run", "device")), ctx)
     distributed.init(device)
     try:
         out_dir = distributed.broadcast_object(out_dir, ctx)  # rank 0's timestamped folder
         trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console,
-                          rank=ctx.rank, world_size=ctx.world_size, allow_changes=allow_changes)
+                          rank=ctx.rank, world_size=ctx.world_size, allow_changes=allow_changes, init_from=init_from)
         return trainer.fit()
     finally:
         distributed.shutdown()

@@ -40,10 +40,18 @@ class ProgressDisplay(gantool.Callback):
     def on_run_start(self, run):
         from gantool.progress import TrainingProgress
 
-        self.progress = TrainingProgress(self.total_steps, run.step, console=self.console).__enter__()
+        budget = run.recipe.train.max_minutes * 60
+        self.progress = TrainingProgress(self.total_steps, run.step, console=self.console, budget_s=budget).__enter__()
+
+    def on_step_end(self, run):
+        self.progress.advance(run.step)
 
     def on_log(self, run, record):
         self.progress.update(record)
+
+    def phase(self, text: str):
+        if self.progress is not None:
+            self.progress.phase(text)
 
     def on_eval(self, run, results):
         self.progress.evaluation(run.step, results)

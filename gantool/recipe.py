@@ -62,6 +62,8 @@ class TrainConfig:
         batch_size: images per step (global, across all processes)
         epochs: passes over the dataset
         max_steps: stop after this many generator steps (0 = no limit)
+        max_minutes: stop cleanly after this many minutes of training in this process (0 = no limit);
+            the final samples, evaluation and checkpoint follow, and --resume continues the run
         d_steps_per_g: discriminator steps per generator step (WGAN-GP: 5)
         log_every: steps between metric log lines (device values are read only then)
         sample_every: steps between sample grids (0 = only at the end)
@@ -83,6 +85,7 @@ class TrainConfig:
     batch_size: Annotated[int, Range(ge=1, le=2**20)] = 128
     epochs: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 5
     max_steps: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 0
+    max_minutes: Annotated[float, Range(ge=0, le=10**7)] = 0.0
     d_steps_per_g: Annotated[int, Range(ge=1, le=100)] = 1
     log_every: Annotated[int, Range(ge=1, le=MAX_STEPS)] = 50
     sample_every: Annotated[int, Range(ge=0, le=MAX_STEPS)] = 500
@@ -103,7 +106,7 @@ class EvalConfig:
     """Which metrics score the generator during training, and how often.
 
     Args:
-        metrics: metric names to compute during training and at the end, e.g. ["fid", "coverage"]
+        metrics: metric names to compute during training and at the end, e.g. ["fid", "prdc"]
         every: steps between evaluations (0 = only at the end)
         n_samples: generated images per evaluation
     """

@@ -8,7 +8,9 @@ seeded ``torch.Generator``, so ``--seed S`` gives the same images on any device.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +19,9 @@ from torchvision.utils import save_image
 from gantool.errors import GantoolError
 
 BATCH = 256  # images per forward pass
+MAX_SEEDS = 10_000  # images of one --seeds request (also seeds x classes in a per-class grid)
+MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed accepts
+MAX_REDRAWS = 20_000  # --truncation: redraw rounds before a tiny PSI is refused
 
 
 def resolve_checkpoint(target: Path, *, best: bool = False) -> tuple[Path, Path | None]:
@@ -111,12 +116,94 @@ def generator_from_checkpoint(path: Path, registry, device="cpu", *, ema: bool =
     return generator.to(device).eval(), meta
 
 
-def seeded_latents(generator, n: int, seed: int) -> torch.Tensor:
-    """``n`` latents from the generator's own ``sample_latent``, drawn on the CPU from ``seed``."""
-    z = generator.sample_latent(n, device="cpu", generator=torch.Generator().manual_seed(seed))
+def seeded_latents(generator, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """``n`` latents from the generator's own ``sample_latent``, drawn on the CPU from ``seed``.
+
+    With ``truncation`` (psi) every component outside [-psi, psi] is redrawn from the same
+    seeded stream until inside (``truncate``), so the result is still a function of the seed.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    z = _latents(generator, n, rng)
+    return z if truncation is None else truncate(generator, z, truncation, rng)
+
+
+def _latents(generator, n: int, rng: torch.Generator) -> torch.Tensor:
+    z = generator.sample_latent(n, device="cpu", generator=rng)
     if not torch.is_tensor(z):
-        raise GantoolError(f"{type(generator).__name__}.sample_latent returned {type(z).__name__}; gantool sample needs a tensor latent")
+        raise GantoolError(f"{type(generator).__name__}.sample_latent returned {type(z).__name__}; "
+                           "gantool sample needs a tensor latent")
     return z
+
+
+def check_truncation(psi: float) -> float:
+    """``--truncation`` must be a finite number > 0 (nan, inf, 0 and negatives are refused)."""
+    if not (math.isfinite(psi) and psi > 0):
+        raise GantoolError(f"--truncation {psi:g}: must be a finite number > 0, e.g. 0.5 (BigGAN used 0.04 to 2; "
+                           "smaller trades variety for typical, cleaner images)")
+    return psi
+
+
+def truncate(generator, z: torch.Tensor, psi: float, rng: torch.Generator) -> torch.Tensor:
+    """The truncation trick of BigGAN (Brock et al. 2019): every component of ``z`` with
+    |value| > psi is replaced by a fresh draw from the generator's own prior, again until inside.
+
+    Each round redraws only the latents that still have a component outside, from ``rng``,
+    so the result depends only on the seed and ``n``. For a N(0, I) prior the kept values
+    follow N(0, 1) truncated to [-psi, psi], the distribution BigGAN samples from.
+    """
+    z = z.clone()
+    outside = z.abs() > psi
+    for _ in range(MAX_REDRAWS):
+        rows = outside.flatten(1).any(1).nonzero().flatten()
+        if len(rows) == 0:
+            return z
+        fresh = _latents(generator, len(rows), rng)
+        take = outside[rows] & (fresh.abs() <= psi)
+        z[rows] = torch.where(take, fresh, z[rows])
+        outside[rows] &= ~take
+    raise GantoolError(f"--truncation {psi:g}: after {MAX_REDRAWS:,} redraws some latent components are still "
+                       f"outside [-{psi:g}, {psi:g}]; this generator's prior rarely falls that close to 0, "
+                       "use a larger value (e.g. 0.1)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of ``--seeds`` ("1-16", "3,5,9-12"): ascending, each once, at most ``MAX_SEEDS``."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        if match is None:
+            raise GantoolError(f"--seeds {text}: {part.strip()!r} is not a seed or a range of seeds; "
+                               "write e.g. --seeds 1-16 or --seeds 3,5,9-12 (integers >= 0)")
+        if max(len(match[1]), len(match[2] or "")) > 20:  # before int(): Python refuses > 4,300 digits
+            raise GantoolError(f"--seeds {text}: a seed is over the largest one, 2**64-1 = {MAX_SEED}")
+        low = int(match[1])
+        high = int(match[2]) if match[2] is not None else low
+        if high < low:
+            raise GantoolError(f"--seeds {text}: the range {low}-{high} runs backwards; write {high}-{low}")
+        if high > MAX_SEED:
+            raise GantoolError(f"--seeds {text}: {high} is over the largest seed, 2**64-1 = {MAX_SEED}")
+        if high - low + 1 > MAX_SEEDS:  # checked before the range is made
+            raise GantoolError(f"--seeds {text}: more than {MAX_SEEDS:,} seeds; ask for fewer at a time")
+        seeds.update(range(low, high + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise GantoolError(f"--seeds {text}: more than {MAX_SEEDS:,} seeds; ask for fewer at a time")
+    return sorted(seeds)
+
+
+def seeds_label(seeds: list[int], sep: str = "_") -> str:
+    """Seeds written short, for a file name or a message: "1-16", "3_5_9-12", or "3to9000_n57" when long."""
+    runs = []
+    for _, group in itertools.groupby(enumerate(seeds), key=lambda pair: pair[1] - pair[0]):  # consecutive runs
+        block = [seed for _, seed in group]
+        runs.append(str(block[0]) if len(block) == 1 else f"{block[0]}-{block[-1]}")
+    label = sep.join(runs)
+    return label if len(label) <= 40 else f"{seeds[0]}to{seeds[-1]}_n{len(seeds)}"
+
+
+def per_seed_latents(generator, seeds: list[int], truncation: float | None = None) -> torch.Tensor:
+    """One latent per seed, each drawn from its seed alone: the image for seed s is the one
+    ``--seed s --n 1`` gives, whatever other seeds are asked with it."""
+    return torch.cat([seeded_latents(generator, 1, seed, truncation) for seed in seeds])
 
 
 @torch.no_grad()
@@ -179,14 +266,16 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return out.to(z0.dtype).reshape(rows, t.shape[1], *shape)
 
 
-def interpolation_latents(generator, rows: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def interpolation_latents(generator, rows: int, steps: int, seed: int,
+                          truncation: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(latents (rows*steps, ...), start latents (rows, ...), end latents (rows, ...)).
 
     Row ``r`` walks from ``start[r]`` to ``end[r]`` in ``steps`` points, both ends included.
+    With ``truncation`` the ends are truncated latents (the points between follow the slerp).
     """
     if steps < 2:
         raise GantoolError(f"--steps {steps}: an interpolation needs at least 2 steps (its two ends)")
-    z = seeded_latents(generator, 2 * rows, seed)
+    z = seeded_latents(generator, 2 * rows, seed, truncation)
     start, end = z[:rows], z[rows:]
     t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
     t[0], t[-1] = 0.0, 1.0
@@ -201,9 +290,14 @@ def class_grid(generator, num_classes: int, n: int, seed: torch.Generator):
     latents, so a column shows one latent across all classes (the style stays, the class changes).
     """
     columns = max(1, n // num_classes)
-    z = generator.sample_latent(columns, generator=seed)
-    labels = torch.arange(num_classes).repeat_interleave(columns)
-    return z.repeat(num_classes, *[1] * (z.dim() - 1)), labels, columns
+    latents, labels = class_rows(generator.sample_latent(columns, generator=seed), num_classes)
+    return latents, labels, columns
+
+
+def class_rows(z: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, labels) for a grid with one row per class and one column per latent of ``z``."""
+    labels = torch.arange(num_classes).repeat_interleave(len(z))
+    return z.repeat(num_classes, *[1] * (z.dim() - 1)), labels
 
 
 def default_output(run_dir: Path | None, name: str) -> Path:
@@ -215,12 +309,13 @@ def save_grid(images: torch.Tensor, path: Path, *, nrow: int):
     save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
-def save_individual(images: torch.Tensor, folder: Path) -> list[Path]:
+def save_individual(images: torch.Tensor, folder: Path, names: list[str] | None = None) -> list[Path]:
+    """Each image as ``folder/sample_NNNN.png``, or under ``names`` (e.g. seed0007.png) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(len(images) - 1)))
     paths = []
     for i, image in enumerate(images):
-        path = folder / f"sample_{i:0{digits}d}.png"
+        path = folder / (names[i] if names is not None else f"sample_{i:0{digits}d}.png")
         save_image(image, path, normalize=True, value_range=(-1, 1))
         paths.append(path)
     return paths
@@ -228,3 +323,12 @@ def save_individual(images: torch.Tensor, folder: Path) -> list[Path]:
 
 def grid_columns(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
+
+
+def seed_file_names(seeds: list[int], classes: int = 0) -> list[str]:
+    """``--individual`` names for ``--seeds``: seed0007.png, or seed0007_class3.png in a per-class grid
+    (rows are classes, so class c, seed s is image c * len(seeds) + s's index)."""
+    digits = max(4, len(str(seeds[-1])))
+    if not classes:
+        return [f"seed{s:0{digits}d}.png" for s in seeds]
+    return [f"seed{s:0{digits}d}_class{c}.png" for c in range(classes) for s in seeds]
