@@ -561,6 +561,46 @@ def plot(run_dir, out):
     click.echo(f"wrote {path}: {', '.join(panels)}")
 
 
+@cli.command()
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="HTML file to write (default RUN/report.html for one run, ./report.html for several).")
+def report(runs, out):
+    """One self-contained HTML page: sample grids over time, curves, metrics, recipe; several runs compared."""
+    from gantool.report import write_report
+
+    path, notes = write_report(list(runs), out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("target", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="onnx (needs pip install 'gantool[export]') or torchscript.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Model file (default RUN/export/generator.onnx or .pt, or beside a bare checkpoint); "
+                   "the sidecar is FILE.json.")
+@EMA_OPTION
+@BEST_OPTION
+def export(target, fmt, out, ema, best):
+    """Export the generator with a dynamic batch dimension, then check it against PyTorch.
+
+    The exported file is run (onnxruntime, or torch.jit.load) on seeded latents at two batch
+    sizes; above the tolerance nothing is written and the exit status is 1.
+    """
+    from gantool.export import export_checkpoint
+
+    info = export_checkpoint(target, _registry(), fmt, out, ema=ema, best=best)
+    check, source = info["check"], info["source"]
+    takes = "(z, labels int64)" if info["conditional"] else "(z)"
+    click.echo(f"wrote {info['out']} and {info['sidecar']}: {source['weights']} of {source['checkpoint']} "
+               f"(step {source['step']}), takes {takes}, returns images {tuple(info['image_shape'])} in [-1, 1]")
+    click.echo(f"checked with {check['runtime']} at batch sizes {', '.join(map(str, check['batch_sizes']))}: "
+               f"max |diff| vs PyTorch {check['max_abs_diff']:.2g} (tolerance {check['tolerance']:.0e})")
+
+
 def main():
     # Waiting OpenMP threads sleep instead of spinning (libgomp spins by default). When
     # other processes share the cores (DataLoader workers, other jobs, several ranks),
