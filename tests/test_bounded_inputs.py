@@ -214,7 +214,7 @@ def test_non_finite_weights_are_refused(stored, tmp_path, command):
     tensors = {k: v.clone() for k, v in stored[0].items()}
     tensors["generator.net.0.weight"][0, 0, 0, 0] = float("nan")
     bad = write_checkpoint(tmp_path / "nan.safetensors", tensors, stored[1])
-    extra = ["--metric", "coverage"] if command == "eval" else []
+    extra = ["--metric", "class_coverage"] if command == "eval" else []
     one_error(invoke(command, bad, *extra), str(bad), "generator.net.0.weight", "NaN or inf")
 
 

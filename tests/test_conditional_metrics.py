@@ -17,7 +17,7 @@ from gantool import GantoolError, testing
 from gantool_plugins.metrics import reference
 from gantool_plugins.metrics.checkerboard import Checkerboard
 from gantool_plugins.metrics.conditional import ConditionalAccuracy, IntraFID
-from gantool_plugins.metrics.coverage import Coverage
+from gantool_plugins.metrics.coverage import ClassCoverage
 from gantool_plugins.metrics.distances import FID, KID
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -201,14 +201,14 @@ def test_existing_metrics_evaluate_all_classes_of_a_conditional_generator(mnist)
     generator = ClassMean(u8[:500], labels[:500])  # G(z) without labels raises TypeError
     dataset = Labelled(u8[:200], labels[:200])
     balanced = {"fake_labels": "balanced over 10 classes"}
-    for metric in (FID(n_real=200), KID(n_real=200, subsets=3, subset_size=20), Coverage()):
+    for metric in (FID(n_real=200), KID(n_real=200, subsets=3, subset_size=20), ClassCoverage()):
         metric.compute(generator, dataset, n=40, device="cpu")
         assert metric.protocol.items() >= balanced.items()
     checkerboard = Checkerboard(batch_size=16)
     checkerboard.compute(generator, dataset, n=40, device="cpu")
     assert checkerboard.protocol == balanced
-    coverage = Coverage().compute(ByClass(u8[200:], labels[200:]), dataset, n=100, device="cpu")
-    assert coverage["coverage_classes"] == 10 and coverage["coverage_kl"] < 0.05  # 10 of each class asked for
+    coverage = ClassCoverage().compute(ByClass(u8[200:], labels[200:]), dataset, n=100, device="cpu")
+    assert coverage["class_coverage_classes"] == 10 and coverage["class_coverage_kl"] < 0.05  # 10 per class asked
     # Unconditional generators keep their protocols as they were.
     fid = FID(n_real=200)
     fid.compute(Tiny(), Labelled(u8[:200, :, :8, :8], labels[:200]), n=40, device="cpu")

@@ -1,4 +1,4 @@
-"""fid / kid / coverage: sanity cases with known answers, the math against references, caching.
+"""fid / kid / class_coverage: sanity cases with known answers, the math against references, caching.
 
 Generated images come from ``Replay``, a Generator that hands out fixed images in order, so
 "the generator" can be real digits, noise or one repeated digit. The real side is gantool's
@@ -17,7 +17,7 @@ from gantool import GantoolError, ParamError
 from gantool_plugins.datasets.mnist5k import MNIST5k
 from gantool_plugins.metrics import features as feats
 from gantool_plugins.metrics import reference
-from gantool_plugins.metrics.coverage import Coverage
+from gantool_plugins.metrics.coverage import ClassCoverage
 from gantool_plugins.metrics.distances import FID, KID, frechet_distance, kernel_inception_distance
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -149,21 +149,21 @@ def test_kid_of_a_set_against_itself_is_near_zero_and_noise_is_not(digits):
     assert metric.protocol["subset_size"] == 300 and metric.protocol["subsets"] == 20
 
 
-def test_coverage_of_held_out_digits_finds_all_ten_classes(digits):
+def test_class_coverage_of_held_out_digits_finds_all_ten_classes(digits):
     held_out = as_float(digits[:1000])  # the classifier never trained on these
-    result = Coverage().compute(Replay(held_out), None, n=1000, device="cpu")
-    assert result["coverage_classes"] == 10.0
-    assert result["coverage_kl"] < 0.02  # mnist5k's 1,000 digits are nearly balanced
-    assert result["coverage_confidence"] > 0.85
+    result = ClassCoverage().compute(Replay(held_out), None, n=1000, device="cpu")
+    assert result["class_coverage_classes"] == 10.0
+    assert result["class_coverage_kl"] < 0.02  # mnist5k's 1,000 digits are nearly balanced
+    assert result["class_coverage_confidence"] > 0.85
 
 
-def test_coverage_of_one_repeated_digit_is_one_class(digits):
-    result = Coverage().compute(Replay(as_float(digits[:1])), None, n=300, device="cpu")
-    assert result["coverage_classes"] == 1.0
-    assert result["coverage_kl"] == pytest.approx(math.log(10))
+def test_class_coverage_of_one_repeated_digit_is_one_class(digits):
+    result = ClassCoverage().compute(Replay(as_float(digits[:1])), None, n=300, device="cpu")
+    assert result["class_coverage_classes"] == 1.0
+    assert result["class_coverage_kl"] == pytest.approx(math.log(10))
 
 
-def test_coverage_counts_classes_above_the_threshold():
+def test_class_coverage_counts_classes_above_the_threshold():
     probs = torch.zeros(1000, 10)
     probs[:985, 3] = 1.0  # 98.5% class 3
     probs[985:995, 7] = 1.0  # 1.0% class 7: covered at min_fraction 0.01
@@ -171,8 +171,8 @@ def test_coverage_counts_classes_above_the_threshold():
     from gantool_plugins.metrics.coverage import class_histogram_summary
 
     out = class_histogram_summary(probs, min_fraction=0.01)
-    assert out["coverage_classes"] == 2.0
-    assert out["coverage_confidence"] == 1.0
+    assert out["class_coverage_classes"] == 2.0
+    assert out["class_coverage_confidence"] == 1.0
 
 
 def test_shipped_classifier_accuracy_on_its_held_out_split(digits):
@@ -250,10 +250,10 @@ def test_metrics_leave_the_global_rng_alone(digits):
     gen = Tiny().eval()
     state = torch.get_rng_state()
     results = [m.compute(gen, Images(digits[:200]), n=100, device="cpu")
-               for m in (FID(n_real=150), KID(n_real=150, subsets=5, subset_size=50), Coverage())]
+               for m in (FID(n_real=150), KID(n_real=150, subsets=5, subset_size=50), ClassCoverage())]
     assert torch.equal(torch.get_rng_state(), state)
     again = [m.compute(gen, Images(digits[:200]), n=100, device="cpu")
-             for m in (FID(n_real=150), KID(n_real=150, subsets=5, subset_size=50), Coverage())]
+             for m in (FID(n_real=150), KID(n_real=150, subsets=5, subset_size=50), ClassCoverage())]
     assert results == again  # same seed -> same latents and subsets -> same numbers
 
 
@@ -265,17 +265,16 @@ def test_too_few_samples_is_a_user_error(digits):
 # --- Inception ----------------------------------------------------------------------------------
 
 
-def test_inception_without_weights_says_how_to_provide_them(tmp_path):
-    with pytest.raises(ParamError, match="inception_weights.*safetensors"):
-        FID(features="inception")
+def test_inception_weights_that_are_not_usable_say_how_to_provide_them(tmp_path):
+    FID(features="inception")  # no weights: the FID weights are fetched at first use (test_inception_weights.py)
     with pytest.raises(ParamError, match="does not exist"):
         KID(features="inception", inception_weights=str(tmp_path / "missing.safetensors"))
     pth = tmp_path / "inception.pth"
     pth.write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(ParamError, match="never loads"):
         FID(features="inception", inception_weights=str(pth))
-    with pytest.raises(GantoolError, match="inception_weights"):
-        feats.get_extractor("inception")
+    with pytest.raises(GantoolError, match="inception_weights.*does not exist"):
+        feats.get_extractor("inception", inception_weights=str(tmp_path / "missing.safetensors"))
 
 
 @pytest.mark.parametrize("num_classes, variant", [(1000, "torchvision"), (1008, "fid")])
@@ -317,8 +316,10 @@ def test_plugin_registers_the_metrics_lazily():
             added.append((kind, name, factory))
 
     plugin.gantool_register_components(Recorder())
-    assert [(k, n) for k, n, _ in added] == [("metric", "fid"), ("metric", "kid"), ("metric", "coverage"), ("metric", "checkerboard"),
-                                                ("metric", "conditional_accuracy"), ("metric", "intra_fid")]
+    assert [n for k, n, _ in added if k == "metric"] == [
+        "fid", "kid", "class_coverage", "coverage", "prdc", "duplicates", "memorisation", "checkerboard",
+        "conditional_accuracy", "intra_fid"]
+    assert {k for k, _, _ in added} == {"metric"}
     for _, name, factory in added:
         assert isinstance(factory, str)
         module, attr = factory.split(":")

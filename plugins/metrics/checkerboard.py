@@ -148,7 +148,7 @@ class Checkerboard(Metric):
     def compute(self, generator, dataset, *, n, device) -> dict[str, float]:
         rng = torch.Generator(device="cpu").manual_seed(self.seed)
         fake = self.fake_spectrum(generator, n=n, device=device, rng=rng)
-        # Only a conditional generator gets a protocol (its balanced labels), as in fid/kid/coverage.
+        # Only a conditional generator gets a protocol (its balanced labels), as in fid/kid/class_coverage.
         self.protocol = reference.fake_labels_protocol(generator) or None
         fake_db = _mean(bin_ratios_db(fake))
         real_db = self.real_score(dataset, n=n)

@@ -1,6 +1,6 @@
 """Metrics of class-conditional generators: does G(z, c) draw class c, and how well, class by class?
 
-Unconditional metrics (fid, kid, coverage) score a conditional generator over all classes
+Unconditional metrics (fid, kid, class_coverage) score a conditional generator over all classes
 at once (balanced labels), so a generator that ignores its label scores as well as one that
 obeys it. These two look at each requested class:
 
@@ -102,9 +102,9 @@ class IntraFID(FID):
     upwards at small n): compare intra_fid only under the same n and n_real.
 
     Args:
-        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (needs inception_weights).
+        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (FID weights, fetched once).
         n_real: Real images in the reference set, split by class; capped at the dataset size.
-        inception_weights: Local safetensors file with Inception-v3 weights (torchvision or FID-Inception).
+        inception_weights: Local safetensors Inception-v3 weights (torchvision, FID-Inception); empty: the FID weights.
         batch_size: Generated images per forward pass.
         seed: Seeds the latents (the same every evaluation) and the choice of real images.
     """

@@ -4,7 +4,7 @@ FID (Heusel et al. 2017) fits a Gaussian to each feature set and reports the Fr�
 distance between them; KID (Bińkowski et al. 2018) is the unbiased MMD² with the cubic
 polynomial kernel, averaged over random subsets, which is unbiased for small sample counts
 where FID is not. Both take ``features = "digits"`` (the shipped classifier; the default,
-right for MNIST-like data) or ``"inception"`` (Inception-v3 weights from a local file).
+right for MNIST-like data) or ``"inception"`` (Inception-v3: a local file, or the FID weights fetched once).
 
 Scores are only comparable under the same protocol, so each metric leaves a JSON-ready
 description of the last computation in ``self.protocol`` (extractor and its weights digest,
@@ -69,9 +69,7 @@ class _FeatureMetric(Metric):
     """Shared parameters and plumbing of feature-space metrics."""
 
     def __init__(self, *, features: str, n_real: int, inception_weights: str, batch_size: int, seed: int):
-        if features == "inception":
-            if not inception_weights:
-                raise ParamError("inception_weights", f"features = 'inception' needs local weights; {feats.INCEPTION_HELP}")
+        if features == "inception" and inception_weights:  # without: the FID weights, fetched at first use
             try:
                 feats.check_inception_path(Path(inception_weights).expanduser())
             except Exception as e:  # noqa: BLE001 - reported as a parameter problem
@@ -112,9 +110,9 @@ class FID(_FeatureMetric):
     not comparable to published Inception FIDs, but comparable between gantool runs.
 
     Args:
-        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (needs inception_weights).
+        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (FID weights, fetched once).
         n_real: Real images for the reference statistics; capped at the dataset size.
-        inception_weights: Local safetensors file with Inception-v3 weights (torchvision or FID-Inception).
+        inception_weights: Local safetensors Inception-v3 weights (torchvision, FID-Inception); empty: the FID weights.
         batch_size: Generated images per forward pass.
         seed: Seeds the latents (the same every evaluation) and the choice of real images.
     """
@@ -149,11 +147,11 @@ class KID(_FeatureMetric):
     negative when the two sets are indistinguishable.
 
     Args:
-        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (needs inception_weights).
+        features: Feature space: "digits" (shipped MNIST classifier) or "inception" (FID weights, fetched once).
         n_real: Real images in the reference set; capped at the dataset size.
         subsets: Number of random subsets averaged.
         subset_size: Samples per subset (capped at n_real and n).
-        inception_weights: Local safetensors file with Inception-v3 weights (torchvision or FID-Inception).
+        inception_weights: Local safetensors Inception-v3 weights (torchvision, FID-Inception); empty: the FID weights.
         batch_size: Generated images per forward pass.
         seed: Seeds the latents, the choice of real images and the subsets.
     """

@@ -1,16 +1,18 @@
-"""Feature extractors for FID/KID and the digit classifier behind ``coverage``.
+"""Feature extractors for FID/KID and the digit classifier behind ``class_coverage``.
 
-Two feature spaces:
+Three feature spaces:
 
 - ``digits``: a small CNN digit classifier trained by ``scripts/train_digit_features.py``
   on mnist5k and shipped next to this file as safetensors. Its penultimate layer (128
   post-ReLU channels, global-average-pooled) is the feature space; its softmax gives the
-  class histogram for ``coverage``. Meaningful for MNIST-like data; usable on any image.
-- ``inception``: torchvision's Inception-v3 pool features (2048-d), with weights the user
-  already has as a local safetensors file. Both torchvision's ImageNet weights (1000
-  classes) and the FID-Inception port used by pytorch-fid / the TF reference (1008
-  classes; its pooling differs in a few blocks, reproduced below) are recognised.
-  Nothing is downloaded, and nothing is unpickled.
+  class histogram for ``class_coverage``. Meaningful for MNIST-like data; usable on any image.
+- ``inception``: torchvision's Inception-v3 pool features (2048-d), from a local safetensors
+  file (``inception_weights``) or, by default, the standard FID weights that ``inception.py``
+  fetches once into the cache. Both torchvision's ImageNet weights (1000 classes) and the
+  FID-Inception port used by pytorch-fid / the TF reference (1008 classes; its pooling
+  differs in a few blocks, reproduced below) are recognised. Nothing is unpickled.
+- ``random``: a fixed, seeded, randomly initialised conv net (512-d) for any image data,
+  the fallback of ``features = "auto"`` (``resolve_features``) for the diversity metrics.
 
 An extractor maps images in [-1, 1], shape (N, C, H, W), to float32 features (N, D);
 resizing and grey/RGB conversion are the extractor's job, so a metric can feed it any
@@ -185,6 +187,16 @@ def check_inception_path(path: Path) -> None:
         )
 
 
+def inception_available() -> bool:
+    """Whether the standard FID Inception weights are on disk (cached copy or a hand-placed .pth).
+
+    Never downloads: ``features = "auto"`` asks this to choose a feature space without a network.
+    """
+    from gantool_plugins.metrics import inception
+
+    return inception.available()
+
+
 def build_inception(state: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, str]:
     """Inception3 with the classifier removed; FID-Inception blocks when fc has 1008 classes."""
     from torchvision.models.inception import Inception3
@@ -260,6 +272,77 @@ def _use_fid_blocks(net: nn.Module) -> None:
     net.Mixed_7c = FIDInceptionE(2048, max_pool=True)
 
 
+# --- A random embedding for any image data (prdc, duplicates, memorisation) ---------------------
+
+RANDOM_ARCH = "randconv5-v1"
+RANDOM_SEED = 0
+RANDOM_SIZE = 64
+
+
+class RandomFeatures:
+    """A fixed, seeded, randomly initialised conv net: 512-d features for any image, no download.
+
+    Naeem et al. (2020, "Reliable Fidelity and Diversity Metrics") found that random embeddings
+    separate real from generated sets, which is what nearest-neighbour metrics need where no
+    trained network fits the data. Five 3x3 stride-2 convs (3 -> 32 -> 64 -> 128 -> 256 -> 512),
+    LeakyReLU(0.2), global average pooling. Weights are drawn from ``torch.Generator(seed)`` on
+    the CPU (He-normal, zero bias), so every machine builds the same net; their digest is in ``id``.
+    Inputs are resized to 64x64 (bilinear, antialiased) and grey is repeated to RGB.
+    """
+
+    name = "random"
+    dim = 512
+    batch_size = 250
+    size = RANDOM_SIZE
+
+    def __init__(self, seed: int = RANDOM_SEED, device="cpu"):
+        widths = (3, 32, 64, 128, 256, 512)
+        g = torch.Generator().manual_seed(seed)
+        gain = (2 / (1 + 0.2**2)) ** 0.5  # He init for LeakyReLU(0.2): activations keep their scale
+        layers: list[nn.Module] = []
+        digest = hashlib.sha256()
+        for c_in, c_out in zip(widths, widths[1:]):
+            conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+            weight = torch.randn(conv.weight.shape, generator=g) * (gain / (c_in * 9) ** 0.5)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.zero_()
+            digest.update(weight.numpy().tobytes())
+            layers += [conv, nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.id = f"random:{RANDOM_ARCH}:seed{seed}:{self.size}px:{digest.hexdigest()[:16]}"
+
+    def describe(self) -> dict:
+        """The feature space for a metric's protocol."""
+        return {"name": self.name, "arch": RANDOM_ARCH, "seed": self.seed, "dim": self.dim, "input_size": self.size}
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise GantoolError(f"random features need 1- or 3-channel images, got {x.shape[1]} channels")
+        return self.net(resize(x, self.size, antialias=True)).float()
+
+
+def resolve_features(features: str, image_shape, *, inception_weights: str = "") -> str:
+    """The feature space ``features = "auto"`` means for images of ``image_shape`` (C, H, W).
+
+    Inception when its weights are at hand (the published feature space); the shipped digit
+    classifier for 28 px grey images, which it was trained on; otherwise the random embedding.
+    """
+    if features != "auto":
+        return features
+    if inception_weights or inception_available():
+        return "inception"
+    if tuple(image_shape) == (1, 28, 28):
+        return "digits"
+    return "random"
+
+
 # --- Loading once per process -----------------------------------------------------------------
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -296,12 +379,21 @@ def get_extractor(name: str, *, device="cpu", inception_weights: str = ""):
                 _EXTRACTORS[key] = DigitFeatures(device=device)
         return _EXTRACTORS[key]
     if name == "inception":
-        if not inception_weights:
-            raise GantoolError(f"features = 'inception' needs local weights; {INCEPTION_HELP}")
-        path = Path(inception_weights).expanduser().resolve()
+        if inception_weights:
+            path = Path(inception_weights).expanduser().resolve()
+        else:  # the standard FID weights: cached safetensors copy, fetched and converted on first use
+            from gantool_plugins.metrics import inception
+
+            path = inception.ensure_weights().resolve()
         key = ("inception", str(path), str(device))
         if key not in _EXTRACTORS:
             with _own_rng():
                 _EXTRACTORS[key] = InceptionFeatures(path, device=device)
         return _EXTRACTORS[key]
-    raise GantoolError(f"unknown feature extractor {name!r}; use 'digits' or 'inception'")
+    if name == "random":
+        key = ("random", RANDOM_SEED, str(device))
+        if key not in _EXTRACTORS:
+            with _own_rng():  # nn.Conv2d draws its default init from the global RNG before we overwrite it
+                _EXTRACTORS[key] = RandomFeatures(device=device)
+        return _EXTRACTORS[key]
+    raise GantoolError(f"unknown feature extractor {name!r}; use 'digits', 'inception' or 'random'")
