@@ -6,7 +6,7 @@ Importing ``gantool`` is cheap: torch is imported only when a component interfac
 
 from gantool.errors import GantoolError, ParamError
 from gantool.hookspecs import hookimpl, hookspec
-from gantool.params import Range
+from gantool.params import HeightWidth, Range
 
 __version__ = "0.1.0"
 
@@ -14,7 +14,7 @@ _INTERFACES = {"Generator", "Discriminator", "Loss", "Dataset", "Metric", "Augme
                "split_scores"}
 
 __all__ = sorted(
-    _INTERFACES | {"hookimpl", "hookspec", "Range", "GantoolError", "ParamError", "__version__"}
+    _INTERFACES | {"hookimpl", "hookspec", "Range", "HeightWidth", "GantoolError", "ParamError", "__version__"}
 )
 
 

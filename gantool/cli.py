@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -333,8 +334,10 @@ def run(ctx, recipe, overrides, out, resume, overwrite, allow_changes, nproc, in
         argv += (["--overwrite"] if overwrite else []) + [arg for k in allow_changes for arg in ("--allow-change", k)]
         argv += ["--init-from", str(init.path), "--init", ",".join(init.parts)] if init else []
         distributed.launch(nproc, argv)
-    from gantool import engine
+    from gantool.progress import Preparing  # rich only: on screen before torch starts loading
 
+    with Preparing(what=f"{recipe.name}: loading torch") if os.environ.get("RANK", "0") == "0" else nullcontext():
+        from gantool import engine
     summary = engine.run(r, _registry(), out_dir=out, resume=resume, overwrite=overwrite,
                          allow_changes=tuple(allow_changes), init_from=init)
     if summary.get("rank", 0) == 0:

@@ -25,8 +25,8 @@ def test_max_minutes_stops_cleanly_and_resume_continues(tiny_recipe, tmp_path):
     assert (out / "samples" / "final.png").is_file()
     # The plain display: what is being prepared, then the step budget, before any step.
     lines = proc.stderr.splitlines()
-    assert lines[0] == "tiny.toml: building the dataset and the models"
-    assert lines[1].startswith("training: steps 0/") and "(train.max_minutes)" in lines[1]
+    assert lines[:2] == ["tiny.toml: loading torch", "tiny.toml: building the dataset and the models"]
+    assert lines[2].startswith("training: steps 0/") and "(train.max_minutes)" in lines[2]
     # Each process gets the budget again: --resume continues from the checkpoint's step.
     again = run_cli("run", tiny_recipe, *budget, "--out", out, "--resume", check=0)
     assert json.loads((out / "summary.json").read_text())["steps"] > summary["steps"]
