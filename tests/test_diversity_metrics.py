@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-import gantool
 from gantool import GantoolError, ParamError
 from gantool.testing import check_metric
 from gantool_plugins.metrics import coverage as coverage_module
 from gantool_plugins.metrics import features as feats
 from gantool_plugins.metrics.diversity import PRDC, Duplicates, Memorisation, close_pairs, kth_neighbour_distance, prdc
+from test_metrics import Images, Replay  # the same stand-ins as the other metric tests
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -50,39 +50,6 @@ def shapes(n: int, *, size: int = 32, seed: int = 0) -> torch.Tensor:
                 draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=colour)
         out[i] = np.asarray(img)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-class Replay(gantool.Generator):
-    """Returns the given images (floats in [-1, 1]) in order, cycling; latents only set the count."""
-
-    def __init__(self, images: torch.Tensor):
-        super().__init__()
-        self.images = images
-        self.latent_dim = 4
-        self.image_shape = tuple(images.shape[1:])
-        self.position = 0
-
-    def forward(self, z):
-        idx = (self.position + torch.arange(len(z))) % len(self.images)
-        self.position += len(z)
-        return self.images[idx].to(z.device)
-
-
-class Images(gantool.Dataset):
-    """A uint8 tensor as an in-memory dataset."""
-
-    def __init__(self, u8: torch.Tensor):
-        self.u8 = u8
-        self.image_shape = tuple(u8.shape[1:])
-
-    def as_tensor(self):
-        return self.u8
-
-    def __len__(self):
-        return len(self.u8)
-
-    def __getitem__(self, i):
-        return self.u8[i].float() / 127.5 - 1
 
 
 def as_float(u8):
