@@ -154,11 +154,12 @@ def main(argv=None):
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="do not print per-step losses")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the example's --cuda)")
     opt = p.parse_args(argv)
 
     random.seed(opt.seed)
     torch.manual_seed(opt.seed)
-    device = torch.device("cpu")
+    device = torch.device(opt.device)
 
     netG, netD, nc = build(opt)
     netG.to(device)
@@ -241,8 +242,10 @@ def main(argv=None):
     wall = time.perf_counter() - t_start
     ru_self = resource.getrusage(resource.RUSAGE_SELF)
     ru_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     print(json.dumps({
         "impl": "reference",
+        "peak_gpu_mb": peak_gpu,
         "image_size": opt.image_size,
         "batch_size": opt.batch_size,
         "steps": opt.steps,

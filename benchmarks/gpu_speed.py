@@ -1,0 +1,200 @@
+"""GPU training speed: reference loops against ``gantool run``, one table (issue 12).
+
+DCGAN-64 (ngf = ndf = 64) on a folder of 64 px JPEGs that the script writes. Contenders:
+
+  examples-2w / -8w   pytorch/examples-style loop (``reference_dcgan.py``): DataLoader with
+                      2 or 8 workers, fp32, ``.item()`` every step
+  plain-bf16-cl       a hand-tuned loop written here: the data as one uint8 tensor on the
+                      GPU, bf16 autocast, channels_last, fused Adam, no host sync
+  plain-fp32          the same loop in fp32, NCHW
+  gantool             ``gantool run`` with the recipe's defaults (amp and channels_last "auto")
+  gantool-amp-off     ``gantool run --set train.amp=off``
+
+at batch 64 (and 256 for plain-bf16-cl and gantool with ``--big``). Each row: steady-state
+images/s (after the warm-up steps), the share of the GPU's peak that the convolution FLOPs
+reach (``--peak-tflops``; bf16 rows against the bf16 peak, fp32 rows against the fp32
+peak), and the peak GPU memory. The gantool rows run the engine in this process, so the
+peak memory is read the same way for every row.
+
+    python benchmarks/gpu_speed.py                     # on a CUDA machine, a few minutes
+    python benchmarks/gpu_speed.py --peak-tflops 989,67 --big
+    python benchmarks/gpu_speed.py --device cpu --steps 3 --warmup 1 --images 64   # smoke test
+
+Written and smoke-tested on CPU only; it has not yet run on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import conv_layer_flops, gan_step_flops, make_jpeg_folder  # noqa: E402
+
+
+def plain_loop(data_u8, device, *, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool):
+    """The fastest loop a careful user writes by hand: no DataLoader, no sync, fused Adam."""
+    import torch
+    from torch import nn
+
+    from reference_dcgan import build
+
+    class Opt:
+        image_size, nz, ngf, ndf = 64, 100, 64, 64
+
+    torch.manual_seed(0)
+    G, D, _ = build(Opt)
+    D.main = D.main[:-1]  # logits: BCE-with-logits under autocast
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
+    fused = device.type == "cuda"
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    data = data_u8.to(device)
+
+    def step(i):
+        idx = torch.randint(len(data), (batch,), device=device)
+        real = (data[idx].float() / 127.5 - 1).contiguous(memory_format=fmt)
+        z = torch.randn(batch, 100, 1, 1, device=device)
+        with autocast:
+            fake = G(z)
+            loss_d = bce(D(real).float(), ones) + bce(D(fake.detach()).float(), zeros)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with autocast:
+            loss_g = bce(D(fake).float(), ones)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def gantool_run(folder: Path, out: Path, device, *, batch: int, steps: int, warmup: int, overrides=()):
+    """``gantool run`` in this process; images/s from metrics.jsonl between warm-up and the end."""
+    from gantool import engine
+    from gantool.plugins import get_registry
+    from gantool.recipe import recipe_from_dict
+
+    data = {
+        "run": {"name": "gpu_speed", "seed": 0, "device": str(device)},
+        "dataset": {"type": "imagefolder", "root": str(folder), "image_size": 64, "channels": 3,
+                    "cache": False},
+        "generator": {"type": "dcgan", "base_channels": 64},
+        "discriminator": {"type": "dcgan", "base_channels": 64},
+        "loss": {"type": "bce"},
+        "train": {"batch_size": batch, "epochs": 10**6, "max_steps": warmup + steps, "log_every": warmup,
+                  "sample_every": 0, "checkpoint_every": 0, "num_workers": 0},
+    }
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        data[section][name] = json.loads(value) if value[:1] in "0123456789[{tf" else value
+    engine.run(recipe_from_dict(data), get_registry(), out_dir=out, overwrite=True)
+    times = {r["step"]: r["time_s"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if "time_s" in r}
+    return steps * batch / (times[warmup + steps] - times[warmup])
+
+
+def sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--images", type=int, default=5000, help="JPEGs in the generated folder")
+    p.add_argument("--big", action="store_true", help="also batch 256 for plain-bf16-cl and gantool")
+    p.add_argument("--peak-tflops", default="", metavar="BF16,FP32",
+                   help="the GPU's dense peaks, e.g. 989,67 for an H100 SXM; default: no share column")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gantool-gpu-speed")
+    args = p.parse_args()
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from reference_dcgan import build
+
+    device = torch.device(args.device)
+    folder = make_jpeg_folder(args.work / "jpegs", args.images, size=64)  # folder/images/*.jpg
+    data_u8 = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+                           for f in sorted((folder / "images").glob("*.jpg"))])
+
+    class Opt:
+        image_size, nz, ngf, ndf = 64, 100, 64, 64
+
+    G, D, _ = build(Opt)
+    flops = gan_step_flops(conv_layer_flops(G, (100, 1, 1)), conv_layer_flops(D, (3, 64, 64)),
+                           d_weight_grads_in_g_step=False)
+    peaks = [float(x) * 1e12 for x in args.peak_tflops.split(",")] if args.peak_tflops else None
+    rows = []
+
+    def record(name, batch, precision, run):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rate = run()
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        rows.append((name, batch, precision, rate, peak))
+        print(f"  {name:<18} batch {batch:<4} {rate:10.0f} images/s", file=sys.stderr)
+
+    for workers in (2, 8):
+        def examples(workers=workers):
+            cmd = [sys.executable, str(HERE / "reference_dcgan.py"), "--dataroot", str(folder),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(workers),
+                   "--device", args.device, "--quiet"]
+            result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            examples.peak = result.get("peak_gpu_mb")
+            return result["images_per_s"]
+        record(f"examples-{workers}w", 64, "fp32", examples)
+        rows[-1] = (*rows[-1][:4], examples.peak)  # measured in its own process
+    for batch in (64, 256) if args.big else (64,):
+        record("plain-bf16-cl", batch, "bf16", lambda b=batch: plain_loop(
+            data_u8, device, batch=b, steps=args.steps, warmup=args.warmup, bf16=True, channels_last=True))
+        if batch == 64:
+            record("plain-fp32", batch, "fp32", lambda: plain_loop(
+                data_u8, device, batch=64, steps=args.steps, warmup=args.warmup, bf16=False, channels_last=False))
+        record("gantool", batch, "auto", lambda b=batch: gantool_run(
+            folder, args.work / f"run{b}", device, batch=b, steps=args.steps, warmup=args.warmup))
+        if batch == 64:
+            record("gantool-amp-off", batch, "fp32", lambda: gantool_run(
+                folder, args.work / "run_off", device, batch=64, steps=args.steps,
+                warmup=args.warmup, overrides=["train.amp=off"]))
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    print(f"\n{name}, torch {torch.__version__}, DCGAN-64, {flops / 1e9:.2f} conv GFLOP per image per step, "
+          f"{args.steps} timed steps after {args.warmup}")
+    print("| loop | batch | precision | images/s | share of peak | peak GPU MiB |")
+    print("|---|---:|---|---:|---:|---:|")
+    for loop, batch, precision, rate, peak in rows:
+        share = "–"
+        if peaks:
+            share = f"{rate * flops / (peaks[0] if precision in ('bf16', 'auto') else peaks[1]):.1%}"
+        print(f"| {loop} | {batch} | {precision} | {rate:,.0f} | {share} | {peak:,.0f} |" if peak is not None
+              else f"| {loop} | {batch} | {precision} | {rate:,.0f} | {share} | – |")
+
+
+if __name__ == "__main__":
+    main()
