@@ -31,6 +31,7 @@ from string import Template
 import gantool
 from gantool.errors import GantoolError
 from gantool.plotting import BOOKKEEPING, LABELS, PAIRS, best_record, read_metrics
+from gantool.resume import flatten  # the same dotted keys as --resume compares
 
 MAX_GRIDS = 50  # sample grids embedded per run, evenly picked over the steps
 MAX_GALLERY = 24  # other images from samples/ (gantool sample outputs)
@@ -300,21 +301,15 @@ def rank(scores: list[Score | None]) -> tuple[set[int], str]:
     return {i for i, s in present if s.value == best}, f"best = {goal}"
 
 
-def flatten(table: dict, prefix: str = "") -> dict[str, str]:
+def recipe_values(recipe: dict) -> dict[str, str]:
     """``{"train.epochs": "10", ...}``: every leaf of a recipe as a dotted key and its TOML-like value."""
-    flat = {}
-    for key, value in table.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = json.dumps(value, default=str) if not isinstance(value, bool) else str(value).lower()
-    return flat
+    return {key: json.dumps(value, default=str) if not isinstance(value, bool) else str(value).lower()
+            for key, value in flatten(recipe).items()}
 
 
 def recipe_differences(recipes: list[dict]) -> list[tuple[str, list[str | None]]]:
     """(key path, value per recipe or None when unset) for the keys whose values differ."""
-    flats = [flatten(r) for r in recipes]
+    flats = [recipe_values(r) for r in recipes]
     keys = sorted(set().union(*flats))
     return [(k, [f.get(k) for f in flats]) for k in keys if len({f.get(k) for f in flats}) > 1]
 

@@ -28,7 +28,7 @@ _UNSET = object()
 
 
 def flatten(table: dict, prefix: str = "") -> dict[str, object]:
-    """{"a.b": value} for every leaf of a nested recipe dict (lists are leaves)."""
+    """{"a.b": value} for every leaf of a nested recipe dict (lists are leaves; an empty table has none)."""
     out = {}
     for key, value in table.items():
         if isinstance(value, dict):
