@@ -69,7 +69,7 @@ class _FeatureMetric(Metric):
     """Shared parameters and plumbing of feature-space metrics."""
 
     def __init__(self, *, features: str, n_real: int, inception_weights: str, batch_size: int, seed: int):
-        if features == "inception" and inception_weights:  # without: the FID weights, fetched at first use
+        if inception_weights and self.may_use_inception(features):  # without: the FID weights, fetched at first use
             try:
                 feats.check_inception_path(Path(inception_weights).expanduser())
             except Exception as e:  # noqa: BLE001 - reported as a parameter problem
@@ -80,6 +80,11 @@ class _FeatureMetric(Metric):
         self.batch_size = batch_size
         self.seed = seed
         self.protocol: dict = {}
+
+    @staticmethod
+    def may_use_inception(features: str) -> bool:
+        """Whether ``inception_weights`` matters for ``features`` (so a bad path is refused when built)."""
+        return features == "inception"
 
     def _extractor(self, device):
         return feats.get_extractor(self.features, device=device, inception_weights=self.inception_weights)

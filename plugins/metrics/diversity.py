@@ -22,14 +22,14 @@ Naeem et al. show random embeddings are informative for these metrics). Distance
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
 
-from gantool import GantoolError, Metric, ParamError, Range
+from gantool import GantoolError, Range
 from gantool_plugins.metrics import features as feats
 from gantool_plugins.metrics import reference
+from gantool_plugins.metrics.distances import _FeatureMetric
 
 BLOCK = 1024  # rows of a distance block: 1024 x 5000 float64 = 40 MB
 
@@ -102,23 +102,14 @@ def close_pairs(x: torch.Tensor, threshold: float) -> int:
 # --- Shared plumbing -------------------------------------------------------------------------------
 
 
-class _NeighbourMetric(Metric):
-    """Parameters, feature-space resolution and protocol shared by the nearest-neighbour metrics."""
+class _NeighbourMetric(_FeatureMetric):
+    """Feature-space resolution and protocol shared by the nearest-neighbour metrics (parameters: FID's)."""
 
     name = ""
 
-    def __init__(self, *, features: str, n_real: int, inception_weights: str, batch_size: int, seed: int):
-        if inception_weights:  # without, "inception" means the standard FID weights, fetched at first use
-            try:
-                feats.check_inception_path(Path(inception_weights).expanduser())
-            except GantoolError as e:
-                raise ParamError("inception_weights", str(e).removeprefix("inception_weights: ")) from None
-        self.features = features
-        self.n_real = n_real
-        self.inception_weights = inception_weights
-        self.batch_size = batch_size
-        self.seed = seed
-        self.protocol: dict = {}
+    @staticmethod
+    def may_use_inception(features: str) -> bool:
+        return True  # "auto" may resolve to inception, and a bad path is refused whatever the space
 
     def _features(self, generator, dataset, n: int, device, *, min_real: int):
         """(real features, fake features, extractor, real-side protocol) in the resolved space."""
