@@ -61,6 +61,27 @@ def run_cli(*args, env=None, cwd=None, check=None) -> subprocess.CompletedProces
     return proc
 
 
+def invoke_cli(*args, code=0):
+    """Run a ``gantool`` command in this process (click's runner) and check its exit code."""
+    from click.testing import CliRunner
+
+    from gantool.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
+    return result
+
+
+def train_run(recipe, out, *overrides) -> Path:
+    """Train ``recipe`` (with ``--set``-style overrides) into ``out`` in this process."""
+    from gantool.engine import Trainer
+    from gantool.plugins import get_registry
+    from gantool.recipe import load_recipe
+
+    Trainer(load_recipe(recipe, list(overrides)), get_registry(), out).fit()
+    return out
+
+
 def make_distribution(root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
     """Write an installed-looking distribution (modules + .dist-info) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)

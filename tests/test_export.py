@@ -13,33 +13,18 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import ROOT, TINY_RECIPE
+from conftest import ROOT, TINY_RECIPE, invoke_cli as gantool, train_run as train
 from gantool_plugins.dcgan.models import DCGANGenerator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gantool import export
-from gantool.cli import cli
-from gantool.engine import Trainer
 from gantool.errors import RunFailed
 from gantool.plugins import get_registry, load_plugins
-from gantool.recipe import load_recipe
 from gantool.registry import Registry
 from gantool.sampling import generator_from_checkpoint
 
 onnxruntime = pytest.importorskip("onnxruntime")
-
-
-def gantool(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
-    return result
-
-
-def train(recipe, out, *overrides):
-    Trainer(load_recipe(recipe, list(overrides)), get_registry(), out).fit()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,12 @@ import types
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT
+from conftest import ROOT, invoke_cli as gantool
 from gantool.checkpoint import load_checkpoint, validate_metadata
-from gantool.cli import cli
 from gantool.engine import Trainer
 from gantool.errors import GantoolError
 from gantool.finetune import InitFrom, mismatches
@@ -64,12 +62,6 @@ sample_grid = 4
 [eval]
 metrics = []
 """
-
-
-def gantool(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
-    return result
 
 
 def error_lines(result) -> list[str]:

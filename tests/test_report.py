@@ -14,31 +14,15 @@ import shutil
 import types
 
 import pytest
-from click.testing import CliRunner
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, invoke_cli as gantool, train_run as train
 from PIL import Image, ImageStat
 
 from gantool import report
-from gantool.cli import cli
-from gantool.engine import Trainer
-from gantool.plugins import get_registry
-from gantool.recipe import load_recipe
 from gantool.report import Score, rank, recipe_differences
 
 HOSTILE = '# </pre><script>alert("recipe")</script> & <b>bold</b>\n'
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
-
-
-def gantool(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
-    return result
-
-
-def train(recipe, out, *overrides):
-    Trainer(load_recipe(recipe, list(overrides)), get_registry(), out).fit()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,15 @@ import types
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from conftest import ROOT, TINY_RECIPE
-from gantool.cli import cli
+from conftest import ROOT, TINY_RECIPE, invoke_cli as gantool
 from gantool.errors import GantoolError
 from gantool.plugins import get_registry
 from gantool.sampling import generator_from_checkpoint, parse_seeds, per_seed_latents, seeded_latents, seeds_label
 
 CONDITIONAL = ["run.device=cpu", "train.max_steps=3", "train.batch_size=32", "train.sample_grid=10",
                "dataset.limit=320", "generator.base_channels=8", "discriminator.base_channels=8", "eval.metrics=[]"]
-
-
-def gantool(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
-    return result
 
 
 def pixels(path) -> np.ndarray:
