@@ -482,15 +482,13 @@ def sample(target, n, seed, out, individual, class_, interpolate, steps, rows, t
             raise GantoolError(f"--seeds: {len(seeds)} seeds x {len(names)} classes is over {sampling.MAX_SEEDS:,} "
                                "images; ask for fewer seeds, or one class with --class")
         columns = len(seeds) if seeds else max(1, n // len(names))
-        z = (sampling.per_seed_latents(G, seeds, truncation) if seeds
-             else sampling.seeded_latents(G, columns, seed, truncation))
+        z = sampling.picked_latents(G, columns, seed, seeds, truncation)
         z, labels = sampling.class_rows(z, len(names))
         nrow, what = columns, f"{len(names)} classes x {columns} {'seeds' if seeds else 'samples'}"
         name = f"sample{tag}_classes_{drawn}.png"
         file_names = sampling.seed_file_names(seeds, len(names)) if seeds else None
     else:
-        z = (sampling.per_seed_latents(G, seeds, truncation) if seeds
-             else sampling.seeded_latents(G, n, seed, truncation))
+        z = sampling.picked_latents(G, n, seed, seeds, truncation)
         count = len(z)
         nrow, what = sampling.grid_columns(count), f"{count} samples"
         name = f"sample{tag}{for_class}_{drawn}.png"

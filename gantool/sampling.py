@@ -206,6 +206,13 @@ def per_seed_latents(generator, seeds: list[int], truncation: float | None = Non
     return torch.cat([seeded_latents(generator, 1, seed, truncation) for seed in seeds])
 
 
+def picked_latents(generator, n: int, seed: int, seeds: list[int] | None, truncation: float | None) -> torch.Tensor:
+    """``gantool sample``'s latents: one per seed of ``seeds`` (--seeds), else ``n`` drawn from ``seed``."""
+    if seeds:
+        return per_seed_latents(generator, seeds, truncation)
+    return seeded_latents(generator, n, seed, truncation)
+
+
 @torch.no_grad()
 def generate(generator, z: torch.Tensor, device: torch.device, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Images in [-1, 1] (float32, CPU) for latents ``z`` (and class ``labels``), in batches of ``BATCH``."""
