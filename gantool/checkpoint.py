@@ -325,6 +325,11 @@ def restore_module(module: torch.nn.Module, tensors: dict, name: str):
         raise GantoolError(f"checkpoint's {name} does not match the recipe's model: {' '.join(first)}") from None
 
 
+#: Optimizer settings that depend on the device and on CUDA graphs, not on the training
+#: trajectory: a run saved with capturable (graphed) or fused (CUDA) steps resumes anywhere.
+RUNTIME_FLAGS = ("capturable", "fused", "foreach")
+
+
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, metadata: dict, name: str):
     meta = metadata["optimizers"][name]
     state: dict[int, dict] = {}
@@ -336,7 +341,11 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, metadata:
     for key, value in meta["scalars"].items():
         index, _, field = key.partition(".")
         state.setdefault(int(index), {})[field] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    groups = meta["param_groups"]
+    if len(groups) == len(optimizer.param_groups):  # how this process runs the step is its own, not the file's
+        groups = [{**saved, **{k: live[k] for k in RUNTIME_FLAGS if k in live}}
+                  for saved, live in zip(groups, optimizer.param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ class Generator(nn.Module):
     image_shape: tuple[int, int, int]
     conditioning: str = "none"  # "none" | "optional" | "required"
     num_classes: int = 0  # > 0 once built conditional
+    capturable: bool = True  # False: it decides per step on the host, so no CUDA graph may capture the step
 
     def sample_latent(self, n: int, *, device=None, generator: torch.Generator | None = None):
         """Draw ``n`` latents; a generator wanting (N, Z, 1, 1) reshapes in ``forward``."""
@@ -51,6 +52,7 @@ class Discriminator(nn.Module):
     image_shape: tuple[int, int, int]
     conditioning: str = "none"  # "none" | "optional" | "required"
     num_classes: int = 0
+    capturable: bool = True  # False: it decides per step on the host, so no CUDA graph may capture the step
 
 
 def split_scores(output) -> tuple[torch.Tensor, dict]:
@@ -111,6 +113,7 @@ class Loss:
 
     generator_needs_real_scores: bool = False
     conditioning: str = "none"  # "required": needs ctx.real_labels / ctx.fake_labels (e.g. ACGAN)
+    capturable: bool = True  # False: it decides per step on the host, so no CUDA graph may capture the step
 
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            ctx: StepContext) -> torch.Tensor:
@@ -135,6 +138,8 @@ class Augmentation(nn.Module):
     checkpoints it, so a resumed run stays bit-exact. State that must survive a resume
     (an adaptive probability) belongs in buffers: the module's ``state_dict`` is saved.
     """
+
+    capturable: bool = True  # False: it decides per step on the host, so no CUDA graph may capture the step
 
     def update(self, real_scores: torch.Tensor, ctx: StepContext):
         """Called after every discriminator update with D's (detached) real scores; log with ``ctx.log``."""

@@ -72,7 +72,10 @@ class TrainConfig:
         ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
         keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
         amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
-        compile: torch.compile the networks (helps on recent GPUs; off by default)
+        compile: torch.compile the networks: true (= "default"), "reduce-overhead" (inductor's own CUDA
+            graphs; turns cuda_graphs off), "max-autotune-no-cudagraphs", or false (off, the default)
+        cuda_graphs: capture the whole GAN step (D and G updates with their optimizers) as CUDA graphs and
+            replay them; auto = on for CUDA when every component can be captured (one warning line, else eager)
         channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN)
             and for CUDA with amp, off otherwise
         num_workers: DataLoader workers for datasets too large for memory
@@ -94,8 +97,9 @@ class TrainConfig:
     ema_decay: Annotated[float, Range(ge=0, lt=1)] = 0.0
     keep_best: str = ""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    compile: bool = False
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = False
     channels_last: bool | Literal["auto"] = "auto"
+    cuda_graphs: bool | Literal["auto"] = "auto"
     num_workers: Annotated[int, Range(ge=0, le=256)] = 2
     conditional: bool = False
     divergence: Literal["stop", "warn", "off"] = "stop"

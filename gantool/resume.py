@@ -20,7 +20,7 @@ from gantool.errors import GantoolError
 FREE = (
     "train.epochs", "train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.sample_grid", "train.keep_best", "train.num_workers", "train.amp",
-    "train.compile", "train.channels_last", "train.divergence", "run.device", "run.name", "eval.", "log.", "callbacks.",
+    "train.compile", "train.channels_last", "train.cuda_graphs", "train.divergence", "run.device", "run.name", "eval.", "log.", "callbacks.",
 )
 #: Trajectory keys that cannot be applied to a run in progress, even when allowed.
 FIXED = {"train.batch_size": "the data position is counted in batches of the old size; start a new run instead"}

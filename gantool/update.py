@@ -3,6 +3,7 @@
 This file is the whole of what happens to the weights in one training step; the loop
 around it (``engine.py``) only counts steps and emits events. Nothing here waits for
 the device: statistics stay device tensors until the loop reads them at log steps.
+On CUDA, ``train_step`` is what a whole-step CUDA graph captures (``graphs.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 
 import gantool
+from gantool import graphs
 from gantool.data import mix_seed
 from gantool.interfaces import split_scores
 from gantool.plan import Plan, labelled
@@ -48,7 +50,11 @@ class GANUpdate:
         self.needs_real_scores = getattr(plan.loss, "generator_needs_real_scores", False)
         self.observe = getattr(plan.augment, "update", None)
         self.d_steps_per_g, self.channels_last = train.d_steps_per_g, plan.channels_last
-        self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None)
+        graphed = graphs.enabled(plan, world_size, rank)
+        self.graph = graphs.StepGraph(self, graphs.CudaGraph(device)) if graphed else None
+        # A graph replays the casts it captured: autocast must not cache casts across steps.
+        self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None,
+                                       cache_enabled=not graphed)
         fp16 = plan.amp_dtype == torch.float16
         calls = _wrap(plan, world_size)
         self.G, self.D = (
@@ -65,20 +71,44 @@ class GANUpdate:
     def __call__(self, batches, step: int, batch: int) -> dict[str, torch.Tensor]:
         """One generator step after ``d_steps_per_g`` discriminator steps; returns device statistics.
 
-        ``step`` counts generator steps and ``batch`` real batches done so far. The fake
-        batch is generated once per D step; the last one also trains G, through D. In a
-        class-conditional run G and D also get labels: the real batch's, and the ones
-        the fake batch was generated with (``labelled`` adds none otherwise).
+        ``step`` counts generator steps and ``batch`` real batches done so far. The
+        learning-rate schedules and the EMA follow the step, outside a captured graph.
+        """
+        inputs = self.draw(batches)
+        stats = self.graph(inputs, step, batch) if self.graph is not None else self.train_step(inputs, step, batch)
+        for net in (self.G, self.D):
+            if net.scheduler is not None:
+                net.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.G.module, step)
+        return stats
+
+    def draw(self, batches) -> list[tuple]:
+        """(real, real_labels, z, fake_labels) for each discriminator step of the next step.
+
+        Drawn before the step runs, each from its own seeded stream, so a captured graph
+        can take them as inputs; labels are None in an unconditional run.
+        """
+        inputs = []
+        for _ in range(self.d_steps_per_g):
+            real, real_labels = next(batches)
+            if self.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            inputs.append((real, real_labels, *self.latents()))
+        return inputs
+
+    def train_step(self, inputs: list[tuple], step: int, batch: int) -> dict[str, torch.Tensor]:
+        """The D steps and the G step on ``inputs`` (from ``draw``): all a CUDA graph captures.
+
+        The fake batch is generated once per D step; the last one also trains G, through
+        D. In a class-conditional run G and D also get labels: the real batch's, and the
+        ones the fake batch was generated with (``labelled`` adds none otherwise).
         """
         G, D, loss = self.G, self.D, self.loss
         augment = self.augment if self.augment is not None else _unchanged
         stats = {}
-        for k in range(self.d_steps_per_g):
-            real, real_labels = next(batches)
-            if self.channels_last:
-                real = real.contiguous(memory_format=torch.channels_last)
-            last = k == self.d_steps_per_g - 1
-            z, fake_labels = self.latents()
+        for k, (real, real_labels, z, fake_labels) in enumerate(inputs):
+            last = k == len(inputs) - 1
             with self.autocast, torch.set_grad_enabled(last):  # G's graph is needed only for its own step
                 fake = G.train_call(z, *labelled(fake_labels))
             real_seen = augment(real)  # D sees (and the penalty uses) real images as augmented
@@ -106,11 +136,6 @@ class GANUpdate:
             loss_g = loss.generator_loss(real_scores, fake_scores, ctx)
         G.optimize(loss_g)
         D.module.requires_grad_(True)
-        for net in (G, D):
-            if net.scheduler is not None:
-                net.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(G.module, step)
         stats["loss_d"], stats["loss_g"] = loss_d.detach().float(), loss_g.detach().float()
         return stats
 
@@ -134,8 +159,19 @@ def _unchanged(images: torch.Tensor) -> torch.Tensor:
 
 
 def _wrap(plan: Plan, world_size: int) -> dict[str, tuple[Callable, Callable]]:
-    """(train_call, frozen_call) per network: DDP across processes, torch.compile if asked."""
+    """(train_call, frozen_call) per network: DDP across processes, torch.compile if asked.
+
+    ``train.compile``: true compiles with torch's default mode (no ``mode`` argument),
+    a string is passed on as ``torch.compile(..., mode=...)``.
+    """
     G, D, compile_ = plan.generator, plan.discriminator, plan.recipe.train.compile
+    if compile_ and plan.channels_last:  # before DDP, which checks that every rank's parameters have one layout
+        keep_1x1_input_convs_nchw(plan)
+    options = {} if compile_ is True else {"mode": compile_}
+
+    def compiled(module):
+        return torch.compile(module, **options)
+
     g_train, d_train = G, D
     if world_size > 1:
         # Gradients are averaged across ranks during backward. Buffers (BatchNorm running
@@ -149,11 +185,62 @@ def _wrap(plan: Plan, world_size: int) -> dict[str, tuple[Callable, Callable]]:
         no_sync = {"forward_sync_buffers": False} if new_api else {"broadcast_buffers": False}
         g_train, d_train = DDP(G, device_ids=ids, **no_sync), DDP(D, device_ids=ids, **no_sync)
     if compile_:  # outside DDP, so compiled graph breaks line up with DDP's gradient buckets
-        g_train, d_train = torch.compile(g_train), torch.compile(d_train)
-    d_frozen = d_train if world_size == 1 else (torch.compile(D) if compile_ else D)
+        g_train, d_train = compiled(g_train), compiled(d_train)
+    d_frozen = d_train if world_size == 1 else (compiled(D) if compile_ else D)
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick the fastest kernels
     return {"generator": (g_train, g_train), "discriminator": (d_train, d_frozen)}
+
+
+def keep_1x1_input_convs_nchw(plan: Plan) -> list[str]:
+    """Store the weights of convolutions whose input is 1x1 in NCHW again; return their names.
+
+    A workaround for a torch.compile (inductor) bug with ``channels_last``, seen on an
+    NVIDIA H200 with torch 2.11 (it does not reproduce on CPU with torch 2.14): the
+    backward of DCGAN G's first transposed convolution, which maps the 1x1 latent
+    (B, 100, 1, 1) to 4x4, failed with
+    ``assert_size_stride(buf45, (100, 512, 4, 4), (8192, 1, 2048, 512),
+    'torch.ops.aten.convolution_backward.default')``. The weight is channels_last while
+    a 1x1 input's strides fit NCHW and NHWC alike, and eager and inductor's meta function
+    then disagree about the layout of the weight gradient. With the weight contiguous,
+    input and weight are both plain NCHW there and nothing is ambiguous.
+
+    The layers (nn.Conv2d and nn.ConvTranspose2d, in G and D) are found exactly: by
+    forward pre-hooks during one no-grad forward of G on ``sample_latent(1)`` and of D on
+    one image of the dataset's shape (with labels in a conditional run), both in eval mode
+    (no BatchNorm statistics or spectral-norm iterations move; the modes are restored),
+    without moving the global RNG. A generator whose first layer is a Linear has none.
+    """
+    G, D, device = plan.generator, plan.discriminator, plan.device
+    found: dict[str, torch.nn.Module] = {}
+
+    def watch(name, layer):
+        def hook(_, args):
+            if args and torch.is_tensor(args[0]) and args[0].dim() == 4 and tuple(args[0].shape[-2:]) == (1, 1):
+                found[name] = layer
+        return layer.register_forward_pre_hook(hook)
+
+    hooks = [watch(f"{net}.{name}" if name else net, layer)
+             for net, module in (("generator", G), ("discriminator", D))
+             for name, layer in module.named_modules() if isinstance(layer, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    modes = [(m, m.training) for module in (G, D) for m in module.modules()]  # a submodule may differ
+    labels = torch.zeros(1, dtype=torch.long, device=device) if plan.num_classes > 0 else None
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            G.eval()
+            D.eval()
+            G(G.sample_latent(1, device=device), *labelled(labels))
+            D(torch.zeros(1, *(int(s) for s in plan.dataset.image_shape), device=device), *labelled(labels))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, training in modes:
+            m.training = training
+    for layer in found.values():
+        for p in layer.parameters():  # with spectral norm, the weight's ``original``
+            if p.dim() == 4:
+                p.data = p.data.contiguous()
+    return list(found)
 
 
 class EMA:

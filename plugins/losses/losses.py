@@ -89,6 +89,11 @@ class GANLoss(Loss):
         ctx.log("score_fake", fake_mean)
         return real_mean, fake_mean
 
+    @property
+    def capturable(self) -> bool:
+        """Lazy R1 picks its batches on the host, which a captured CUDA graph cannot follow."""
+        return self.r1_every == 1 or self.r1_gamma <= 0
+
     def penalty(self, ctx):
         return self.r1(ctx)
 

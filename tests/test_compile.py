@@ -1,0 +1,149 @@
+"""`[train] compile`: the mode reaches torch.compile, and the channels_last workaround for
+convolutions whose input is 1x1 (gantool.update.keep_1x1_input_convs_nchw)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from conftest import train_run
+
+from gantool.engine import Trainer
+from gantool.plan import labelled, make_plan
+from gantool.plugins import get_registry
+from gantool.recipe import load_recipe
+from gantool.update import keep_1x1_input_convs_nchw
+
+CHANNELS_LAST = torch.channels_last
+
+
+@pytest.fixture
+def fake_compile(monkeypatch):
+    """torch.compile replaced by a recorder of its keyword arguments that returns the module uncompiled."""
+    calls = []
+
+    def record(module, **kwargs):
+        calls.append(kwargs)
+        return module
+
+    monkeypatch.setattr(torch, "compile", record)
+    return calls
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Real compilations leave no compiled code behind for the next test."""
+    yield
+    torch._dynamo.reset()
+
+
+def _4d_params(module):
+    return {name: p for name, p in module.named_parameters() if p.dim() == 4}
+
+
+@pytest.mark.parametrize(("value", "kwargs"), [
+    ("true", {}),
+    ('"default"', {"mode": "default"}),
+    ('"reduce-overhead"', {"mode": "reduce-overhead"}),
+    ('"max-autotune-no-cudagraphs"', {"mode": "max-autotune-no-cudagraphs"}),
+])
+def test_the_compile_mode_reaches_torch_compile(value, kwargs, fake_compile, tiny_recipe, tmp_path):
+    Trainer(load_recipe(tiny_recipe, [f"train.compile={value}"]), get_registry(), tmp_path / "run")
+    assert fake_compile == [kwargs, kwargs]  # G and D (D's frozen call is its train call in one process)
+
+
+def test_compile_false_compiles_nothing_and_keeps_every_conv_weight_channels_last(fake_compile, tiny_recipe, tmp_path):
+    trainer = Trainer(load_recipe(tiny_recipe, ["train.compile=false", "train.channels_last=true"]), get_registry(),
+                      tmp_path / "run")
+    assert fake_compile == []
+    weights = {**_4d_params(trainer.generator), **_4d_params(trainer.discriminator)}
+    assert all(p.is_contiguous(memory_format=CHANNELS_LAST) for p in weights.values())
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.conditional=true"]], ids=["dcgan", "conditional-dcgan"])
+def test_compile_with_channels_last_keeps_the_1x1_input_layer_nchw(overrides, fake_compile, tiny_recipe, tmp_path):
+    trainer = Trainer(load_recipe(tiny_recipe, [*overrides, "train.compile=true", "train.channels_last=true"]),
+                      get_registry(), tmp_path / "run")
+    assert trainer.plan.num_classes == (10 if overrides else 0)
+    G, D = trainer.generator, trainer.discriminator
+    first = G.net[0].weight  # the transposed convolution of the (B, latent, 1, 1) latent
+    assert first.is_contiguous() and not first.is_contiguous(memory_format=CHANNELS_LAST)
+    others = {f"G.{k}": p for k, p in _4d_params(G).items() if k != "net.0.weight"}
+    others.update({f"D.{k}": p for k, p in _4d_params(D).items()})
+    assert others and all(p.is_contiguous(memory_format=CHANNELS_LAST) for p in others.values()), \
+        [k for k, p in others.items() if not p.is_contiguous(memory_format=CHANNELS_LAST)]
+    assert G.training and D.training
+
+
+# Every built-in generator (with a discriminator that fits), and which layers take a 1x1 input.
+GENERATORS = {
+    "dcgan": ([], ["generator.net.0"]),
+    "dcgan-conditional": (["train.conditional=true"], ["generator.net.0"]),
+    "dcgan-auxiliary": (["train.conditional=true", "discriminator.condition_by=auxiliary", "loss.type=acgan"],
+                        ["generator.net.0"]),
+    "upsample_conv": (["generator.type=upsample_conv"], ["generator.net.0"]),
+    "upsample_conv-projection": (["generator.type=upsample_conv", "discriminator.type=projection",
+                                  "train.conditional=true"], ["generator.net.0"]),
+    "dcgan_dense": (["generator.type=dcgan_dense", "discriminator.type=dcgan_dense", "dataset.image_size=28"], []),
+    "resnet-conditional": (["generator.type=resnet", "discriminator.type=resnet", "dataset.image_size=32",
+                            "generator.base_channels=16", "discriminator.base_channels=16", "train.conditional=true"],
+                           []),
+}
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_the_workaround_finds_1x1_inputs_and_changes_no_output_nor_the_rng(name, tiny_recipe):
+    overrides, expected = GENERATORS[name]
+    recipe = load_recipe(tiny_recipe, [*overrides, "train.channels_last=true"])
+    plan, same = make_plan(recipe, get_registry()), make_plan(recipe, get_registry())  # same seed: same weights
+    before = {k: p.clone() for k, p in plan.generator.state_dict().items()}
+    rng = torch.random.get_rng_state()
+
+    assert keep_1x1_input_convs_nchw(plan) == expected
+
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert plan.generator.training and plan.discriminator.training
+    for k, v in plan.generator.state_dict().items():  # values (BN statistics too) untouched, only layouts
+        assert torch.equal(v, before[k]), k
+    for layer in expected:
+        weight = plan.generator.get_submodule(layer.removeprefix("generator.")).weight
+        assert weight.is_contiguous() and not weight.is_contiguous(memory_format=CHANNELS_LAST)
+    labels = torch.arange(4) % plan.num_classes if plan.num_classes else None
+    z = plan.generator.sample_latent(4, generator=torch.Generator().manual_seed(1))
+    for module in (plan.generator, plan.discriminator, same.generator, same.discriminator):
+        module.eval()  # no dropout, BatchNorm with running statistics
+    with torch.no_grad():
+        out, reference = (p.generator(z, *labelled(labels)) for p in (plan, same))
+        torch.testing.assert_close(out, reference)
+        scores, reference = (p.discriminator(out, *labelled(labels)) for p in (plan, same))
+        torch.testing.assert_close(scores, reference)
+
+
+def _has_cxx_compiler() -> bool:
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_channels_last_run_trains_on_cpu(tiny_recipe, tmp_path, fresh_dynamo):
+    # ~25 s here (2 CPUs), mostly inductor compiling G, D and their backward passes once.
+    out = train_run(tiny_recipe, tmp_path / "run", "train.compile=true", "train.channels_last=true",
+                    "train.max_steps=2", "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [row[key] for row in rows if "loss_d" in row for key in ("loss_d", "loss_g")]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_channels_last_dcgan64_trains_on_cuda(tiny_recipe, tmp_path, fresh_dynamo):
+    """The configuration that crashed in inductor's convolution_backward on an H200 (torch 2.11)."""
+    out = train_run(tiny_recipe, tmp_path / "run", "run.device=cuda", "dataset.type=fake", "dataset.image_size=64",
+                    "dataset.channels=3", "dataset.size=256", "dataset.limit=0", "generator.latent_dim=100",
+                    "generator.base_channels=64", "discriminator.base_channels=64", "train.batch_size=64",
+                    "train.max_steps=3", "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
+                    "train.compile=true", "train.channels_last=true")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [row[key] for row in rows if "loss_d" in row for key in ("loss_d", "loss_g")]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)

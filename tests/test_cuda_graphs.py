@@ -1,0 +1,203 @@
+"""Whole-step CUDA graphs: when a run is captured, and that a captured step trains what an eager one does.
+
+A CPU has no CUDA graphs, so most tests swap in ``graphs.ReplayedClosure``: the same
+warm-up, capture, input buffers and replays, with "replay" calling the captured step
+again. A bug in the plumbing (a replay that keeps the first batch, statistics that the
+next replay overwrites, a step number read at the wrong time) changes the weights, and
+the comparison with an eager run of the same recipe fails. The CUDA tests at the end run
+real graphs and skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gantool import graphs
+from gantool.checkpoint import restore_optimizer, save_checkpoint
+from gantool.engine import Trainer
+from gantool.plugins import get_registry
+from gantool.recipe import load_recipe
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _trainer(recipe, out, *overrides, resume=False) -> Trainer:
+    return Trainer(load_recipe(recipe, list(overrides)), get_registry(), out, resume=resume)
+
+
+@pytest.fixture
+def replayed(monkeypatch):
+    """Capture on the CPU: every run in the test takes the graph path with ReplayedClosure."""
+    backends = []
+
+    def backend(device):
+        backends.append(graphs.ReplayedClosure())
+        return backends[-1]
+
+    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0: plan.recipe.train.cuda_graphs is not False)
+    monkeypatch.setattr(graphs, "CudaGraph", backend)
+    return backends
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / "last.safetensors")
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not k.startswith("rng.") and not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# ----------------------------------------------------------------------------- when a run is captured
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    (["train.amp=fp16"], "fp16's GradScaler"),
+    (["scheduler.generator.type=cosine"], "[scheduler.generator] sets the learning rate"),
+    (["optimizer.discriminator.type=sgd"], "[optimizer.discriminator] SGD has no capturable mode"),
+    (["loss.type=hinge", "loss.r1_gamma=1.0", "loss.r1_every=4"], "[loss] gantool:hinge declares capturable = False"),
+    (["train.compile=reduce-overhead"], "captures its own CUDA graphs"),
+])
+def test_blockers_name_what_keeps_the_step_eager(tiny_recipe, tmp_path, overrides, reason):
+    plan = _trainer(tiny_recipe, tmp_path / "run", "train.cuda_graphs=false", *overrides).plan
+    found = graphs.blockers(plan)
+    assert len(found) == 1 and reason in found[0], found
+
+
+def test_a_plain_recipe_has_no_blockers_but_several_processes_do(tiny_recipe, tmp_path):
+    plan = _trainer(tiny_recipe, tmp_path / "run", "train.ema_decay=0.9", "loss.r1_gamma=1.0").plan
+    assert graphs.blockers(plan) == []
+    assert "DDP" in graphs.blockers(plan, world_size=2)[0]
+
+
+def test_on_cpu_auto_stays_eager_silently_and_true_says_why_in_one_line(tiny_recipe, tmp_path, capsys):
+    auto = _trainer(tiny_recipe, tmp_path / "a")
+    assert auto.update.graph is None and capsys.readouterr().err == ""
+    forced = _trainer(tiny_recipe, tmp_path / "b", "train.cuda_graphs=true")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert forced.update.graph is None
+    assert err == ["warning: [train] cuda_graphs: training eagerly: [train] cuda_graphs = true needs a CUDA device, "
+                   "and this run is on cpu"]
+
+
+def test_a_lazy_r1_loss_is_capturable_only_when_the_penalty_is_on_every_batch():
+    from gantool_plugins.losses.losses import HingeLoss
+
+    assert HingeLoss(r1_gamma=1.0).capturable
+    assert HingeLoss(r1_every=16).capturable  # no penalty at all
+    assert not HingeLoss(r1_gamma=1.0, r1_every=16).capturable
+
+
+# ----------------------------------------------------------------------------- a captured step trains the same weights
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    # two D steps per G step, a conditional run, ADA (it logs through ctx.log), EMA and R1 on every batch
+    ["train.d_steps_per_g=2", "train.conditional=true", "train.ema_decay=0.9", "augment.type=ada",
+     "augment.initial_p=0.5", "loss.r1_gamma=1.0"],
+])
+def test_a_replayed_run_trains_the_same_weights_as_an_eager_one(tiny_recipe, tmp_path, replayed, overrides):
+    steps = ["train.max_steps=8", *overrides]
+    eager = _trainer(tiny_recipe, tmp_path / "eager", "train.cuda_graphs=false", *steps)
+    eager.fit()
+    graphed = _trainer(tiny_recipe, tmp_path / "graphed", *steps)
+    assert isinstance(graphed.update.graph, graphs.StepGraph)
+    graphed.fit()
+    assert graphed.update.graph is not None and graphed.update.graph.inputs is not None  # captured, then replayed
+    _assert_same(_weights(tmp_path / "eager"), _weights(tmp_path / "graphed"))
+    eager_log = (tmp_path / "eager" / "metrics.jsonl").read_text().splitlines()
+    graphed_log = (tmp_path / "graphed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda line: {k: v for k, v in __import__("json").loads(line).items() if k not in ("time_s", "images_per_s")}  # noqa: E731
+    assert [strip(x) for x in eager_log] == [strip(x) for x in graphed_log]  # statistics are copied per replay
+
+
+def test_a_resumed_replayed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_recipe, tmp_path, replayed):
+    _trainer(tiny_recipe, tmp_path / "whole", "train.max_steps=9").fit()
+    _trainer(tiny_recipe, tmp_path / "split", "train.max_steps=5").fit()
+    _trainer(tiny_recipe, tmp_path / "split", "train.max_steps=9", resume=True).fit()
+    _assert_same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_path, monkeypatch, capsys):
+    class Refuses(graphs.ReplayedClosure):
+        def capture(self, step, optimizers):
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0: True)
+    monkeypatch.setattr(graphs, "CudaGraph", lambda device: Refuses())
+    _trainer(tiny_recipe, tmp_path / "eager", "train.max_steps=6", "train.cuda_graphs=false").fit()
+    capsys.readouterr()
+    run = _trainer(tiny_recipe, tmp_path / "fallback", "train.max_steps=6")
+    run.fit()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cuda_graphs" in line]
+    assert warnings == ["warning: [train] cuda_graphs: training eagerly: capturing step 3 failed "
+                        "(RuntimeError: operation not permitted when stream is capturing)"]
+    assert run.update.graph is None
+    _assert_same(_weights(tmp_path / "eager"), _weights(tmp_path / "fallback"))
+
+
+def test_an_optimizer_saved_with_capturable_steps_resumes_without_them(tmp_path):
+    """A run checkpointed while graphed (capturable Adam) resumes on a CPU, where capturable is refused."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.ones(3)
+    saved.step()
+    saved.param_groups[0]["capturable"] = True
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, modules={}, optimizers={"generator": saved}, rng={"torch": torch.get_rng_state()},
+                    metadata={})
+    from gantool.checkpoint import load_checkpoint
+
+    tensors, meta = load_checkpoint(path)
+    fresh = torch.optim.Adam([weight], lr=0.1)
+    restore_optimizer(fresh, tensors, meta, "generator")
+    assert fresh.param_groups[0]["capturable"] is False
+    assert float(fresh.state[weight]["step"]) == 1.0
+    fresh.step()  # a capturable Adam would refuse CPU tensors here
+
+
+# ----------------------------------------------------------------------------- real CUDA graphs
+
+
+def _cuda_recipe(tmp_path, *extra) -> tuple:
+    from tests.conftest import TINY_RECIPE
+
+    path = tmp_path / "cuda.toml"
+    path.write_text(TINY_RECIPE.replace('device = "cpu"', 'device = "cuda"'))
+    return path, ["train.max_steps=12", "train.amp=off", *extra]
+
+
+@CUDA
+def test_cuda_graphs_train_the_eager_weights_to_float_tolerance(tmp_path):
+    recipe, steps = _cuda_recipe(tmp_path)
+    eager = _trainer(recipe, tmp_path / "eager", "train.cuda_graphs=false", *steps)
+    eager.fit()
+    graphed = _trainer(recipe, tmp_path / "graphed", "train.cuda_graphs=true", *steps)
+    graphed.fit()
+    assert graphed.update.graph is not None and graphed.update.graph.inputs is not None
+    a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "graphed")
+    for key in a:
+        if not key.startswith("rng.") and a[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@CUDA
+def test_cuda_graphed_resume_is_bit_exact(tmp_path):
+    recipe, steps = _cuda_recipe(tmp_path)
+    _trainer(recipe, tmp_path / "whole", *steps).fit()
+    _trainer(recipe, tmp_path / "split", *steps, "train.max_steps=7").fit()
+    _trainer(recipe, tmp_path / "split", *steps, resume=True).fit()
+    _assert_same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+@CUDA
+def test_cuda_a_component_that_is_not_capturable_keeps_the_run_eager(tmp_path, capsys):
+    recipe, steps = _cuda_recipe(tmp_path, "loss.type=hinge", "loss.r1_gamma=1.0", "loss.r1_every=4")
+    run = _trainer(recipe, tmp_path / "run", *steps)
+    assert run.update.graph is None
+    assert "declares capturable = False" in capsys.readouterr().err
+    run.fit()
