@@ -66,6 +66,16 @@ def load_checkpoint(path: Path, *, require_run: bool = False) -> tuple[dict, dic
     return tensors, metadata
 
 
+def read_metadata(path: Path, *, require_run: bool = False) -> dict:
+    """A checkpoint's validated metadata, from its header alone (bounded, like ``load_checkpoint``)."""
+    path = Path(path)
+    with _open_regular(path) as f:
+        header, _ = _read_header(f, path)
+    metadata = _parse_metadata(header, path)
+    validate_metadata(metadata, path, require_run=require_run)
+    return metadata
+
+
 def tensor_names(path: Path) -> list[str]:
     """The tensor names of a checkpoint, from its header alone (bounded, like ``load_checkpoint``)."""
     with _open_regular(Path(path)) as f:
@@ -184,6 +194,11 @@ def validate_metadata(meta, path: Path, *, require_run: bool = True):
             parts = _str_list(_get(init, "parts", list, "init_from."), "init_from.parts")
             if not parts or not set(parts) <= {"generator", "discriminator"}:
                 raise _Bad(f'init_from.parts: expected "generator" and/or "discriminator", got {_short(parts)}')
+        if "speed" in meta:  # the resolved [train] amp / channels_last, kept on resume (gantool/autotune.py)
+            speed = _get(meta, "speed", dict)
+            if _get(speed, "amp", str, "speed.") not in ("off", "bf16", "fp16"):
+                raise _Bad(f'speed.amp: expected "off", "bf16" or "fp16", got {_short(speed["amp"])}')
+            _get(speed, "channels_last", bool, "speed."), _get(speed, "device", str, "speed.")
     except _Bad as e:
         raise GantoolError(f"{path}: checkpoint metadata: {e}") from None
 

@@ -29,8 +29,15 @@ from pathlib import Path
 import torch
 
 import gantool
-from gantool import finetune, outputs, rundir
-from gantool.checkpoint import has_module, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
+from gantool import autotune, finetune, outputs, rundir
+from gantool.checkpoint import (
+    has_module,
+    load_checkpoint,
+    read_metadata,
+    restore_module,
+    restore_optimizer,
+    save_checkpoint,
+)
 from gantool.errors import GantoolError, RunFailed
 from gantool.plan import make_plan, resolve_device
 from gantool.progress import Preparing
@@ -49,6 +56,11 @@ class Trainer:
         self.recipe, self.out_dir = recipe, Path(out_dir)
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.plan = make_plan(recipe, registry, rank=rank, world_size=world_size)
+        # amp / channels_last "auto": measured on CUDA (cached), kept from the checkpoint on resume.
+        last = self.out_dir / "checkpoints" / "last.safetensors"
+        stored = read_metadata(last, require_run=True).get("speed") if resume else None
+        speed = autotune.resolve(self.plan, registry, resuming=resume, stored=stored, rank=rank, world_size=world_size)
+        self.speed = autotune.apply(self.plan, speed).record(self.plan.device)  # saved in checkpoints
         self.update = GANUpdate(self.plan, rank=rank, world_size=world_size)
         self.device, self.total_steps, self.components = self.plan.device, self.plan.total_steps, self.plan.components
         self.step, self.batches_seen, self.best, self.last_eval = 0, 0, None, {}
@@ -289,6 +301,7 @@ class Trainer:
             "recipe": self.recipe.data, "components": self.components,
             "schedulers": {net: s.state_dict() for net, s in self.plan.schedulers.items()},
             "history": self.history, **({"init_from": self.init_from} if self.init_from else {}),
+            "speed": self.speed,  # the resolved amp / channels_last: a resumed "auto" keeps them
         }
         save_checkpoint(path, modules=self._stateful_modules(), optimizers=self.plan.optimizers,
                         rng=rng_state(self.update.noise), metadata=metadata)

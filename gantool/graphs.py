@@ -30,17 +30,18 @@ import torch
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's whole-network example
 
 
-def enabled(plan, world_size: int = 1, rank: int = 0) -> bool:
+def enabled(plan, world_size: int = 1, rank: int = 0, *, warn: bool = True) -> bool:
     """Whether the run's steps will be captured; says why not in one line when the recipe expected it."""
+    warn = warn and rank == 0
     setting, device = plan.recipe.train.cuda_graphs, plan.device
     if setting is False:
         return False
     if device.type != "cuda":
-        if setting is True and rank == 0:
+        if setting is True and warn:
             _warn(f"[train] cuda_graphs = true needs a CUDA device, and this run is on {device.type}")
         return False
     reasons = blockers(plan, world_size)
-    if reasons and rank == 0:
+    if reasons and warn:
         more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
         _warn(f"{reasons[0]}{more}")
     return not reasons

@@ -17,7 +17,7 @@ import sys
 import torch
 
 import gantool
-from gantool import limits
+from gantool import autotune, limits
 from gantool.data import BatchStream
 from gantool.interfaces import split_scores
 from gantool.errors import GantoolError, ParamError
@@ -61,10 +61,10 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         entry = recipe.component(*path)
         if entry is None:
             return None
-        name, params = entry
+        name, _ = entry
 
         def make():
-            return registry.build(kind, name, params, locate=lambda key: recipe.locate(*path, key), **injected)
+            return build_component(recipe, registry, path, kind, **injected)
 
         if bounded:  # a network's size is checked on the meta device before it is allocated
             estimate = limits.estimate_bytes(make, load=lambda: registry.get(kind, name).load())
@@ -139,6 +139,17 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
                     callbacks, data, total_steps, channels_last, amp_dtype, num_classes, info)
         smoke_test(plan)
     return plan
+
+
+def build_component(recipe: Recipe, registry, path: tuple, kind: str, **injected):
+    """The component of the recipe table at ``path`` (None for an absent optional table),
+    errors naming the table's keys. make_plan builds with it, and so does the autotuner's
+    trial update (its fresh optimizers and schedules are built exactly as the run's)."""
+    entry = recipe.component(*path)
+    if entry is None:
+        return None
+    name, params = entry
+    return registry.build(kind, name, params, locate=lambda key: recipe.locate(*path, key), **injected)
 
 
 def conditioning(recipe: Recipe, registry, dataset) -> torch.Tensor | None:
@@ -318,23 +329,18 @@ def resolve_device(spec: str, where: str = "[run] device") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision only where it pays: CUDA (bf16 if supported, else fp16); None = fp32."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    """``train.amp`` as an autocast dtype (None = fp32); "auto" is the device's rule
+    (``autotune.rule``: fp32 on CPU and MPS). On CUDA the Trainer measures instead
+    (``autotune.resolve``); this value is what ``gantool check`` sees."""
+    return autotune.rule(device, amp).dtype
 
 
 def channels_last_setting(option, device: torch.device, amp: str) -> bool:
-    """``train.channels_last``; "auto" = NHWC where it pays: CPU convolutions (oneDNN; a
-    DCGAN-64 step measured ~15% faster, docs/performance.md) and CUDA under mixed
-    precision (tensor cores want NHWC). Off on MPS and for CUDA in fp32."""
+    """``train.channels_last``; "auto" is the device's rule (``autotune.rule``): NHWC on
+    CPU (measured faster on AVX-512 and AVX2), NCHW on MPS; on CUDA the Trainer measures."""
     if option != "auto":
         return bool(option)
-    if device.type == "cpu":
-        return True
-    return device.type == "cuda" and autocast_dtype(amp, device) is not None
+    return autotune.rule(device, amp).channels_last
 
 
 def keep_freed_memory():

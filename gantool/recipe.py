@@ -71,13 +71,14 @@ class TrainConfig:
         sample_grid: number of images in the sample grid
         ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
         keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
-        amp: mixed precision: auto = bf16/fp16 autocast on CUDA, off on CPU
+        amp: mixed precision: auto = off on CPU and MPS; on CUDA the faster of bf16 (fp16 without bf16
+            support) and off, measured at start-up and cached (kept on resume); bf16, fp16 or off force it
         compile: torch.compile the networks: true (= "default"), "reduce-overhead" (inductor's own CUDA
             graphs; turns cuda_graphs off), "max-autotune-no-cudagraphs", or false (off, the default)
         cuda_graphs: capture the whole GAN step (D and G updates with their optimizers) as CUDA graphs and
             replay them; auto = on for CUDA when every component can be captured (one warning line, else eager)
-        channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN)
-            and for CUDA with amp, off otherwise
+        channels_last: channels-last (NHWC) memory format for the convolutions; auto = on for CPU (oneDNN),
+            off on MPS, measured with amp on CUDA (the fastest combination; see docs/performance.md)
         num_workers: DataLoader workers for datasets too large for memory
         conditional: class-conditional training: G and D get the dataset's labels (it must have them);
             on by itself when a component requires labels

@@ -42,7 +42,7 @@ class Network:
 class GANUpdate:
     """Holds the two networks, the loss, the augmentation and the EMA; ``__call__`` trains one step."""
 
-    def __init__(self, plan: Plan, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, plan: Plan, *, rank: int = 0, world_size: int = 1, quiet: bool = False):
         train, device = plan.recipe.train, plan.device
         self.loss, self.augment, self.device = plan.loss, plan.augment, device
         # Optional parts of the Loss and Augmentation contracts, for classes that do not subclass them.
@@ -50,7 +50,7 @@ class GANUpdate:
         self.needs_real_scores = getattr(plan.loss, "generator_needs_real_scores", False)
         self.observe = getattr(plan.augment, "update", None)
         self.d_steps_per_g, self.channels_last = train.d_steps_per_g, plan.channels_last
-        graphed = graphs.enabled(plan, world_size, rank)
+        graphed = graphs.enabled(plan, world_size, rank, warn=not quiet)
         self.graph = graphs.StepGraph(self, graphs.CudaGraph(device)) if graphed else None
         # A graph replays the casts it captured: autocast must not cache casts across steps.
         self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None,

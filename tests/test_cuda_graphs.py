@@ -36,7 +36,7 @@ def replayed(monkeypatch):
         backends.append(graphs.ReplayedClosure())
         return backends[-1]
 
-    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0: plan.recipe.train.cuda_graphs is not False)
+    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0, warn=True: plan.recipe.train.cuda_graphs is not False)
     monkeypatch.setattr(graphs, "CudaGraph", backend)
     return backends
 
@@ -127,7 +127,7 @@ def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_p
         def capture(self, step, optimizers):
             raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
-    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0: True)
+    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0, warn=True: True)
     monkeypatch.setattr(graphs, "CudaGraph", lambda device: Refuses())
     _trainer(tiny_recipe, tmp_path / "eager", "train.max_steps=6", "train.cuda_graphs=false").fit()
     capsys.readouterr()
