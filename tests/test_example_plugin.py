@@ -46,6 +46,22 @@ def test_example_recipe_trains(example_site, tmp_path):
     assert "hidden" in info and "width of each hidden layer" in info
 
 
+def test_example_components_say_what_keeps_a_cuda_graph_from_capturing_the_step(example_site):
+    """The noise augmentation declares capturable = False; Lion and the schedule are host work too."""
+    code = ("import json, sys; from gantool import graphs; from gantool.plan import make_plan; "
+            "from gantool.plugins import get_registry; from gantool.recipe import load_recipe; "
+            "print(json.dumps(graphs.blockers(make_plan(load_recipe(sys.argv[1]), get_registry()))))")
+    recipe = ROOT / "docs" / "example-plugin" / "shapes_everything.toml"
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe)], capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(example_site)})
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        "[scheduler.generator] sets the learning rate on the host every step",
+        "[optimizer.generator] Lion has no capturable mode",
+        "[optimizer.discriminator] Lion has no capturable mode",
+        "[augment] gantool-example:noise declares capturable = False",
+    ]
+
+
 def test_example_param_error_is_reported_against_the_recipe(example_site):
     proc = run_cli("check", ROOT / "docs" / "example-plugin" / "shapes_mlp.toml", "--set", "dataset.image_size=18",
                    env={"PYTHONPATH": str(example_site)}, check=2)

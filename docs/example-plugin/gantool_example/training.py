@@ -34,6 +34,8 @@ class InstanceNoise(gantool.Augmentation):
         anneal_steps: steps until the noise is gone
     """
 
+    capturable = False  # update() computes sigma from ctx.step on the host: a CUDA graph would freeze it
+
     def __init__(self, *, sigma: Annotated[float, gantool.Range(ge=0)] = 0.1,
                  anneal_steps: Annotated[int, gantool.Range(ge=1)] = 1000):
         super().__init__()
