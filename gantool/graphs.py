@@ -128,7 +128,8 @@ class CudaGraph:
     def capture(self, step: Callable[[], dict], optimizers: list):
         for optimizer in optimizers:
             make_capturable(optimizer)
-        with torch.cuda.graph(self.graph):
+        # thread_local: a DataLoader's pin-memory thread may keep allocating while we capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = step()
 
     def replay(self) -> dict:

@@ -217,3 +217,35 @@ def test_dcgan_dense_rejects_unsupported_size():
     for cls in (DenseDCGANGenerator, DenseDCGANDiscriminator):
         with pytest.raises(ParamError, match="image_size"):
             cls(image_shape=(1, 30, 30))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("start", [(4, 4), (3, 7)])
+def test_matmul_edge_layers_compute_the_convolutions_they_replace(channels_last, start):
+    """G's first and D's last layer run as matrix products (faster on CPU), with the convolutions'
+    weights, outputs, memory format and gradients."""
+    from gantool_plugins.dcgan.models import LatentProjection, ScoreHead
+
+    torch.manual_seed(0)
+    pairs = [(LatentProjection(20, 16, start, 1, 0, bias=True), nn.ConvTranspose2d(20, 16, start, 1, 0, bias=True),
+              torch.randn(5, 20, 1, 1)),
+             (ScoreHead(16, 3, start, 1, 0), nn.Conv2d(16, 3, start, 1, 0), torch.randn(5, 16, *start))]
+    for fast, plain, x in pairs:
+        nn.init.normal_(fast.bias)
+        plain.load_state_dict(fast.state_dict())
+        assert fast.state_dict().keys() == plain.state_dict().keys()
+        if channels_last:
+            fast, plain = fast.to(memory_format=torch.channels_last), plain.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        a, b = fast(xa), plain(xb)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.is_contiguous(memory_format=torch.channels_last) == b.is_contiguous(memory_format=torch.channels_last)
+        grad = torch.randn_like(a)
+        a.backward(grad), b.backward(grad)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+    generator = DCGANGenerator(image_shape=(3, 64, 64))
+    assert isinstance(generator.net[0], LatentProjection) and type(generator.net[3]) is nn.ConvTranspose2d
+    assert isinstance(DCGANDiscriminator(image_shape=(3, 64, 64)).net[-1], ScoreHead)

@@ -105,6 +105,41 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+class LatentProjection(nn.ConvTranspose2d):
+    """G's first layer: the 1x1 latent to the h0 x w0 start map, computed as one matrix product.
+
+    The weights and the state dict are the paper's transposed convolution's, but oneDNN runs
+    this degenerate convolution far slower than the equal matmul (on a 2-core AVX2 CPU,
+    forward + backward at batch 64: 76 against 44 ms; docs/performance.md).
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if tuple(z.shape[2:]) != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1:
+            return super().forward(z)
+        n, (h, w), z = z.shape[0], self.kernel_size, z.reshape(z.shape[0], -1)
+        if self.weight.is_contiguous():
+            out = (z @ self.weight.reshape(self.in_channels, -1)).view(n, self.out_channels, h, w)
+        else:  # a channels-last weight gives a channels-last output, as the convolution does
+            out = (z @ self.weight.permute(0, 2, 3, 1).reshape(self.in_channels, -1)).view(n, h, w, -1)
+            out = out.permute(0, 3, 1, 2)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+class ScoreHead(nn.Conv2d):
+    """D's last layer: a kernel as large as its input, so one dot product per image and
+    output, computed as a matrix product (same weights and state dict as the convolution;
+    oneDNN runs the degenerate convolution several times slower on CPUs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[2:]) != self.kernel_size or self.padding != (0, 0) or self.groups != 1:
+            return super().forward(x)
+        n, weight = x.shape[0], self.weight
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):  # flatten as H, W, C
+            x, weight = x.permute(0, 2, 3, 1), weight.permute(0, 2, 3, 1)
+        scores = nn.functional.linear(x.reshape(n, -1), weight.reshape(self.out_channels, -1), self.bias)
+        return scores.view(n, self.out_channels, 1, 1)
+
+
 class DCGANGenerator(Generator):
     """DCGAN generator: transposed convolutions with batch norm and ReLU, tanh output.
 
@@ -148,7 +183,7 @@ class DCGANGenerator(Generator):
         layers: list[nn.Module] = [
             # Projection of the 1x1 latent to an h0 x w0 start map (a "fully connected"
             # layer written as a convolution, as in the paper's figure 1).
-            nn.ConvTranspose2d(z_dim, widths[0], start, 1, 0, bias=False),
+            LatentProjection(z_dim, widths[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         ]
@@ -246,7 +281,7 @@ class DCGANDiscriminator(Discriminator):
         for c_in, c_out in zip(widths, widths[1:]):
             convs.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"))
             layers += [convs[-1], _norm(norm, c_out), *act()]
-        convs.append(nn.Conv2d(widths[-1], 1, start, 1, 0))
+        convs.append(ScoreHead(widths[-1], 1, start, 1, 0))
         layers.append(convs[-1])
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
@@ -262,7 +297,7 @@ class DCGANDiscriminator(Discriminator):
             if spectral_norm:
                 nn.utils.parametrizations.spectral_norm(self.embed)
         elif num_classes:  # auxiliary: the ACGAN class head, shaped like the final convolution
-            self.classifier = nn.Conv2d(widths[-1], num_classes, start, 1, 0)
+            self.classifier = ScoreHead(widths[-1], num_classes, start, 1, 0)
             dcgan_init(self.classifier)
             if spectral_norm:
                 nn.utils.parametrizations.spectral_norm(self.classifier)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gantool import Generator, ParamError, Range
-from gantool_plugins.dcgan.models import check_labels, check_num_classes, dcgan_init, resolve_size
+from gantool_plugins.dcgan.models import LatentProjection, check_labels, check_num_classes, dcgan_init, resolve_size
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -127,7 +127,7 @@ class UpsampleConvGenerator(Generator):
             return [up, conv, nn.Tanh()] if last else [up, conv, norm(c_out), nn.ReLU(inplace=True)]
 
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
+            LatentProjection(latent_dim, widths[0], start, 1, 0, bias=False),
             norm(widths[0]),
             nn.ReLU(inplace=True),
         ]
