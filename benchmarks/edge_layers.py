@@ -13,14 +13,9 @@ order every round, and compares median step times.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
-import torch
 from torch import nn
 
-from layout_ab import updater  # the same recipe and GANUpdate construction
+from layout_ab import arguments, report, time_ab, updater  # the same recipe, A/B timing and report
 
 
 def as_convolutions(update):
@@ -39,30 +34,10 @@ def as_convolutions(update):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args()
+    args = arguments(__doc__.splitlines()[0])
     variants = {"matmul": updater(args.overrides, True), "conv": updater(args.overrides, True)}
     as_convolutions(variants["conv"][0])
-    times = {name: [] for name in variants}
-    for name, (update, batches) in variants.items():  # warm-up: oneDNN primitive caches
-        for step in range(2):
-            update(batches, step, step)
-    for r in range(args.rounds):
-        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-            update, batches = variants[name]
-            for _ in range(args.steps):
-                t = time.perf_counter()
-                update(batches, 0, 0)
-                times[name].append(time.perf_counter() - t)
-    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} rounds x {args.steps} steps, overrides {args.overrides or 'none'}")
-    med = {name: statistics.median(values) for name, values in times.items()}
-    for name, values in times.items():
-        ms = [v * 1000 for v in values]
-        print(f"  {name}: median {med[name] * 1000:.1f} ms/step (min {min(ms):.1f}, max {max(ms):.1f})")
+    med = report(time_ab(variants, args.rounds, args.steps), args)
     print(f"  conv / matmul step time: {med['conv'] / med['matmul']:.3f} (> 1: the matmul layers are faster)")
 
 

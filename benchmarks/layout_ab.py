@@ -46,31 +46,45 @@ def updater(overrides: list[str], channels_last: bool):
     return GANUpdate(plan), plan.data.iterate(0)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--steps", type=int, default=4, help="timed steps per layout per round")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args()
-    layouts = {"NCHW": updater(args.overrides, False), "NHWC": updater(args.overrides, True)}
-    times = {name: [] for name in layouts}
-    for name, (update, batches) in layouts.items():  # warm-up: oneDNN primitive caches
+def time_ab(variants: dict, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per step of each (update, batches) variant; rounds alternate the order."""
+    times = {name: [] for name in variants}
+    for name, (update, batches) in variants.items():  # warm-up: oneDNN primitive caches
         for step in range(2):
             update(batches, step, step)
-    for r in range(args.rounds):
-        order = list(layouts) if r % 2 == 0 else list(reversed(layouts))
-        for name in order:
-            update, batches = layouts[name]
-            for _ in range(args.steps):
+    for r in range(rounds):
+        for name in list(variants) if r % 2 == 0 else list(reversed(variants)):
+            update, batches = variants[name]
+            for _ in range(steps):
                 t = time.perf_counter()
                 update(batches, 0, 0)
                 times[name].append(time.perf_counter() - t)
+    return times
+
+
+def report(times: dict[str, list[float]], args) -> dict[str, float]:
+    """Print the machine, the settings and each variant's median step time; return the medians."""
     print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds x {args.steps} steps, overrides {args.overrides or 'none'}")
     med = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         ms = [v * 1000 for v in values]
-        print(f"  {name}: median {med[name] * 1000:.0f} ms/step (min {min(ms):.0f}, max {max(ms):.0f})")
+        print(f"  {name}: median {med[name] * 1000:.1f} ms/step (min {min(ms):.1f}, max {max(ms):.1f})")
+    return med
+
+
+def arguments(description: str):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p.parse_args()
+
+
+def main():
+    args = arguments(__doc__.splitlines()[0])
+    layouts = {"NCHW": updater(args.overrides, False), "NHWC": updater(args.overrides, True)}
+    med = report(time_ab(layouts, args.rounds, args.steps), args)
     print(f"  NCHW / NHWC step time: {med['NCHW'] / med['NHWC']:.3f} (> 1: channels_last is faster)")
 
 
