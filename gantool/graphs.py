@@ -22,12 +22,35 @@ their state); a step that cannot be captured falls back to eager with one warnin
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 from typing import Callable
 
 import torch
 
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's whole-network example
+_REPLAYING = contextvars.ContextVar("replaying", default=False)
+
+
+@contextlib.contextmanager
+def replay_on_any_device():
+    """Runs built inside capture their step with ``ReplayedClosure``, on any device.
+
+    What a CUDA graph does to Python code, on a CPU: the step's Python runs at the
+    capture, and replays reuse its step numbers. Tests use it to check the capture
+    plumbing, and ``gantool.testing.check_capturable`` a component, without a GPU.
+    """
+    token = _REPLAYING.set(True)
+    try:
+        yield
+    finally:
+        _REPLAYING.reset(token)
+
+
+def backend(device: torch.device):
+    """What captures a run's step on ``device``: a CUDA graph, or the stand-in inside ``replay_on_any_device``."""
+    return ReplayedClosure() if _REPLAYING.get() else CudaGraph(device)
 
 
 def enabled(plan, world_size: int = 1, rank: int = 0, *, warn: bool = True) -> bool:
@@ -36,7 +59,7 @@ def enabled(plan, world_size: int = 1, rank: int = 0, *, warn: bool = True) -> b
     setting, device = plan.recipe.train.cuda_graphs, plan.device
     if setting is False:
         return False
-    if device.type != "cuda":
+    if device.type != "cuda" and not _REPLAYING.get():
         if setting is True and warn:
             _warn(f"[train] cuda_graphs = true needs a CUDA device, and this run is on {device.type}")
         return False

@@ -425,6 +425,13 @@ def test_resume_is_bit_identical(tmp_path):
     check_resume(tmp_path=tmp_path, $resume)
 '''
 
+_CAPTURE_TEST = '''
+
+def test_a_cuda_graph_replays_it_as_eager_steps_train(tmp_path):
+    """[train] cuda_graphs runs the step's Python once, at the capture; checked on the CPU."""
+    assert check_capturable(tmp_path=tmp_path, $resume) == []
+'''
+
 _README = '''\
 # $dist
 
@@ -503,6 +510,8 @@ def write_plugin(name: str, kind: str = "generator", out: Path = Path()) -> tupl
     else:
         tests = _CONTRACT_TEST + _RESUME_TEST
         imports = f"check_{kind}, check_resume"
+        if kind in ("generator", "discriminator", "loss", "augmentation"):  # the parts a CUDA graph captures
+            tests, imports = tests + _CAPTURE_TEST, f"check_capturable, {imports}"
     files = {
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,

@@ -36,8 +36,9 @@ from gantool.errors import GantoolError
 from gantool.interfaces import Callback, Dataset, Discriminator, Generator, StepContext, split_scores
 
 __all__ = [
-    "check_augmentation", "check_callback", "check_dataset", "check_discriminator", "check_generator",
-    "check_loss", "check_metric", "check_optimizer", "check_resume", "check_scheduler", "tiny_recipe",
+    "check_augmentation", "check_callback", "check_capturable", "check_dataset", "check_discriminator",
+    "check_generator", "check_loss", "check_metric", "check_optimizer", "check_resume", "check_scheduler",
+    "tiny_recipe",
 ]
 
 IMAGE_SHAPES = ((1, 16, 16), (3, 32, 32))
@@ -806,3 +807,42 @@ def check_resume(*, tmp_path: Path, **tables):
         if meta_a.get(key) != meta_b.get(key):
             raise AssertionError(f"a resumed run ends with other {key} state than a straight run: "
                                  f"{meta_b.get(key)} instead of {meta_a.get(key)}; components: {components}")
+
+
+def check_capturable(*, tmp_path: Path, **tables) -> list[str]:
+    """A tiny run (``tiny_recipe(**tables)``) eager, and with its step captured once and
+    replayed as ``[train] cuda_graphs`` does on a GPU, must end bit-identical.
+
+    The replay runs on the CPU (``graphs.replay_on_any_device``): the step's Python runs
+    at the capture (step 3 of 6), and the replays reuse its step numbers, as a CUDA graph
+    would. A component that decides on the host from ``ctx.step`` or ``ctx.batch`` then
+    trains other weights, and the check fails. Host reads such as ``.item()``, which only
+    a real capture refuses, are not caught here. Returns what keeps the step eager: empty
+    when it is captured; otherwise, e.g. a component that declares ``capturable = False``,
+    nothing is compared.
+    """
+    from gantool import graphs
+    from gantool.plugins import get_registry
+
+    data, registry, tmp_path = tiny_recipe(**tables), get_registry(), Path(tmp_path)
+    eager = copy.deepcopy(data)
+    eager["train"]["cuda_graphs"] = False
+    trainer, _ = _fit(eager, registry, tmp_path / "eager", "eager")
+    reasons = graphs.blockers(trainer.plan)
+    if reasons:
+        return reasons
+    with graphs.replay_on_any_device():
+        replayed, _ = _fit(data, registry, tmp_path / "replayed", "captured and replayed")
+    if replayed.update.graph is None or replayed.update.graph.inputs is None:
+        raise AssertionError("the step was not captured: the tiny run needs more than "
+                             f"{graphs.WARMUP_STEPS} steps, and [train] cuda_graphs must not be false")
+    a, meta = load_checkpoint(tmp_path / "eager" / "checkpoints" / "last.safetensors")
+    b, _ = load_checkpoint(tmp_path / "replayed" / "checkpoints" / "last.safetensors")
+    differ = _differing(a, b)
+    if differ:
+        components = ", ".join(f"{k} {v['qualified_name']}" for k, v in meta["components"].items())
+        raise AssertionError(
+            f"replaying a captured step trains other tensors than eager steps: {differ}; components: "
+            f"{components}. A CUDA graph runs the step's Python once: compute what changes per step on the "
+            "device (a buffer, torch.where), or declare the component capturable = False")
+    return []

@@ -51,7 +51,7 @@ class GANUpdate:
         self.observe = getattr(plan.augment, "update", None)
         self.d_steps_per_g, self.channels_last = train.d_steps_per_g, plan.channels_last
         graphed = graphs.enabled(plan, world_size, rank, warn=not quiet)
-        self.graph = graphs.StepGraph(self, graphs.CudaGraph(device)) if graphed else None
+        self.graph = graphs.StepGraph(self, graphs.backend(device)) if graphed else None
         # A graph replays the casts it captured: autocast must not cache casts across steps.
         self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None,
                                        cache_enabled=not graphed)

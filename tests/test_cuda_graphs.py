@@ -28,17 +28,10 @@ def _trainer(recipe, out, *overrides, resume=False) -> Trainer:
 
 
 @pytest.fixture
-def replayed(monkeypatch):
+def replayed():
     """Capture on the CPU: every run in the test takes the graph path with ReplayedClosure."""
-    backends = []
-
-    def backend(device):
-        backends.append(graphs.ReplayedClosure())
-        return backends[-1]
-
-    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0, warn=True: plan.recipe.train.cuda_graphs is not False)
-    monkeypatch.setattr(graphs, "CudaGraph", backend)
-    return backends
+    with graphs.replay_on_any_device():
+        yield
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
@@ -122,13 +115,12 @@ def test_a_resumed_replayed_run_ends_with_the_weights_of_an_uninterrupted_one(ti
     _assert_same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
 
 
-def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_path, monkeypatch, capsys):
+def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_path, replayed, monkeypatch, capsys):
     class Refuses(graphs.ReplayedClosure):
         def capture(self, step, optimizers):
             raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
-    monkeypatch.setattr(graphs, "enabled", lambda plan, world_size=1, rank=0, warn=True: True)
-    monkeypatch.setattr(graphs, "CudaGraph", lambda device: Refuses())
+    monkeypatch.setattr(graphs, "backend", lambda device: Refuses())
     _trainer(tiny_recipe, tmp_path / "eager", "train.max_steps=6", "train.cuda_graphs=false").fit()
     capsys.readouterr()
     run = _trainer(tiny_recipe, tmp_path / "fallback", "train.max_steps=6")
@@ -138,6 +130,29 @@ def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_p
                         "(RuntimeError: operation not permitted when stream is capturing)"]
     assert run.update.graph is None
     _assert_same(_weights(tmp_path / "eager"), _weights(tmp_path / "fallback"))
+
+
+def test_check_capturable_passes_the_built_in_training_components(tmp_path):
+    from gantool import testing
+
+    assert testing.check_capturable(tmp_path=tmp_path, augment={"type": "ada", "initial_p": 0.3, "interval": 1},
+                                    loss={"type": "rasgan", "r1_gamma": 1.0}, train={"d_steps_per_g": 2}) == []
+
+
+def test_check_capturable_catches_a_decision_taken_on_the_host_from_the_step(tmp_path, monkeypatch):
+    from gantool import testing
+    from gantool_plugins.augment.diffaugment import AdaptiveAugment
+
+    def update(self, real_scores, ctx):
+        self.probability.fill_(1.0 if ctx.step >= 4 else 0.0)  # a graph keeps step 3's choice
+
+    monkeypatch.setattr(AdaptiveAugment, "update", update)
+    ada = {"type": "ada", "policy": "translation"}
+    with pytest.raises(AssertionError, match=r"replaying a captured step trains other tensors .*capturable = False"):
+        testing.check_capturable(tmp_path=tmp_path / "a", augment=ada)
+    monkeypatch.setattr(AdaptiveAugment, "capturable", False)
+    assert testing.check_capturable(tmp_path=tmp_path / "b", augment=ada) == [
+        "[augment] gantool:ada declares capturable = False"]
 
 
 def test_an_optimizer_saved_with_capturable_steps_resumes_without_them(tmp_path):

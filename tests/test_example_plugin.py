@@ -75,7 +75,7 @@ def test_example_plugin_passes_its_own_contract_tests(example_site, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path,
                           env={**__import__("os").environ, "PYTHONPATH": str(example_site), "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "10 passed" in proc.stdout
+    assert "11 passed" in proc.stdout
 
 
 def test_every_kind_of_the_example_trains_together(example_site, tmp_path):

@@ -73,7 +73,8 @@ def test_generated_tests_pass(generated):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                           capture_output=True, text=True, env=_env(site), cwd=site.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"{2 * len(KINDS) - 1} passed" in proc.stdout  # contract + resume each; the callback's test does both
+    # contract + resume each (the callback's test does both), and a CUDA graph check for the four captured kinds
+    assert f"{2 * len(KINDS) - 1 + 4} passed" in proc.stdout
 
 
 def test_generated_recipes_pass_check(generated):

@@ -48,3 +48,9 @@ def test_resume_is_exact_with_every_training_component(tmp_path):
         optimizer={"generator": {"type": "lion"}, "discriminator": {"type": "lion"}},
         scheduler={"generator": {"type": "step_decay", "every": 2}},
     )
+
+
+def test_cuda_graphs_capture_the_loss_and_the_noise_says_it_cannot_be_captured(tmp_path):
+    assert testing.check_capturable(tmp_path=tmp_path / "loss", loss={"type": "rpgan"}) == []
+    assert testing.check_capturable(tmp_path=tmp_path / "noise", augment={"type": "noise"}) == [
+        "[augment] gantool-example:noise declares capturable = False"]
