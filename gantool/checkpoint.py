@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, first_line
 
 
 def save_checkpoint(path: Path, *, modules: dict, optimizers: dict, rng: dict, metadata: dict):
@@ -62,7 +62,7 @@ def load_checkpoint(path: Path, *, require_run: bool = False) -> tuple[dict, dic
     try:
         tensors = load_bytes(blob)
     except (SafetensorError, ValueError, OverflowError) as e:
-        raise GantoolError(f"{path}: {NOT_OURS} ({_first_line(e)})") from None
+        raise GantoolError(f"{path}: {NOT_OURS} ({first_line(e)})") from None
     return tensors, metadata
 
 
@@ -114,14 +114,14 @@ def _open_regular(path: Path):
     except FileNotFoundError:
         raise GantoolError(f"{path}: checkpoint not found") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise GantoolError(f"{path}: cannot read the checkpoint ({_first_line(e)})") from None
+        raise GantoolError(f"{path}: cannot read the checkpoint ({first_line(e)})") from None
     if not stat.S_ISREG(st.st_mode):
         what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a fifo, socket or device)"
         raise GantoolError(f"{path}: {what}; pass a .safetensors checkpoint file or a run directory")
     try:
         return open(path, "rb")
     except OSError as e:
-        raise GantoolError(f"{path}: cannot read the checkpoint ({_first_line(e)})") from None
+        raise GantoolError(f"{path}: cannot read the checkpoint ({first_line(e)})") from None
 
 
 def _read_header(f, path: Path) -> tuple[dict, int]:
@@ -143,7 +143,7 @@ def _read_header(f, path: Path) -> tuple[dict, int]:
     try:
         header = json.loads(f.read(n).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise GantoolError(f"{path}: {NOT_OURS}: unreadable header ({_first_line(e)})") from None
+        raise GantoolError(f"{path}: {NOT_OURS}: unreadable header ({first_line(e)})") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise GantoolError(f"{path}: {NOT_OURS}: malformed header (expected a JSON object)")
     return header, size
@@ -158,13 +158,8 @@ def _parse_metadata(header: dict, path: Path) -> dict:
     except RecursionError:
         raise GantoolError(f"{path}: checkpoint metadata: nested too deeply to be gantool's") from None
     except ValueError as e:
-        raise GantoolError(f"{path}: checkpoint metadata: not valid JSON ({_first_line(e)})") from None
+        raise GantoolError(f"{path}: checkpoint metadata: not valid JSON ({first_line(e)})") from None
     return metadata
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 # ----------------------------------------------------------------------------- the metadata schema

@@ -76,7 +76,7 @@ class Trainer:
         self.resumed = resume
         self.init_from = None  # fine-tuned: {"path", "step", "parts"} of the source (finetune.py), kept on resume
         if resume:
-            self._resume(self.out_dir / "checkpoints" / "last.safetensors", list(allow_changes))
+            self._resume(last, list(allow_changes))
         elif init_from is not None:
             self.init_from = finetune.initialize(self, init_from)
 

@@ -28,6 +28,12 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def first_line(e: BaseException) -> str:
+    """``"Type: first line of the message"`` (at most 200 characters of it): an exception in one line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
 def one_line(text, limit: int = MAX_MESSAGE) -> str:
     """``text`` safe to print as one terminal line: control characters escaped (a path may hold
     an escape sequence or a newline) and at most ``limit`` characters (a path may be megabytes long)."""

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from gantool.errors import first_line
+
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's whole-network example
 _REPLAYING = contextvars.ContextVar("replaying", default=False)
 
@@ -114,8 +116,7 @@ class StepGraph:
                 self._capture(inputs, step, batch)
             except Exception as e:  # noqa: BLE001 - any failure to capture means: train eagerly
                 self.update.graph = None
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                _warn(f"capturing step {step} failed ({type(e).__name__}: {first[:200]})")
+                _warn(f"capturing step {step} failed ({first_line(e)})")
                 return self.update.train_step(inputs, step, batch)
         else:
             for buffer, value in zip(_tensors(self.inputs), _tensors(inputs)):
