@@ -123,6 +123,7 @@ def test_conditional_export_takes_labels(conditional_run):
 @pytest.mark.parametrize("name, params, num_classes", [
     ("dcgan_dense", {}, 0),
     ("upsample_conv", {"upsample_mode": "bilinear", "padding_mode": "reflect"}, 4),  # conditional batch norm
+    ("upsample_conv", {}, 0),  # nearest: resize + conv run as one transposed convolution
 ])
 def test_builtin_generators_export_with_a_dynamic_batch(tmp_path, fmt, name, params, num_classes):
     G = get_registry().build("generator", name, {"latent_dim": 8, "base_channels": 4, **params},

@@ -8,7 +8,7 @@ from gantool import ParamError
 from gantool.params import validate
 from gantool_plugins.dcgan.dense import DenseDCGANDiscriminator, DenseDCGANGenerator
 from gantool_plugins.dcgan.models import SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator
-from gantool_plugins.upsample_conv.models import UpsampleConvGenerator
+from gantool_plugins.upsample_conv.models import UpsampleConvGenerator, fusable, resize_conv
 
 SIZES = sorted(SUPPORTED_SIZES)
 
@@ -162,6 +162,49 @@ def test_upsample_conv_layout_matches_dcgan():
     assert [(c.in_channels, c.out_channels) for c in convs] == [(512, 256), (256, 128), (128, 64), (64, 3)]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 4
     assert isinstance(g.net[-1], nn.Tanh)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+@pytest.mark.parametrize("side", [(4, 4), (3, 5), (7, 7)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resize_conv_is_upsample_then_conv(kernel_size, side, channels_last):
+    """The one transposed convolution gives conv(nearest x2 of x), and the same gradients, in float64."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, kernel_size, 1, kernel_size // 2).double()
+    x = torch.randn(2, 6, *side, dtype=torch.float64, requires_grad=True)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.detach().to(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+    results = []
+    for run in (lambda: resize_conv(x, conv), lambda: conv(nn.functional.interpolate(x, scale_factor=2))):
+        out = run()
+        grads = torch.autograd.grad(out.square().sum(), [x, conv.weight, conv.bias])
+        results.append((out, *grads))
+    assert results[0][0].shape == (2, 5, 2 * side[0], 2 * side[1])
+    for fused, plain in zip(*results):
+        torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_upsample_conv_fuses_only_nearest_zero_padded_pairs():
+    """The default generator runs every resize + conv as one; reflect padding and bilinear resizing are left as they are."""
+    def pairs(g):
+        layers = list(g.net)
+        return [fusable(a, b) for a, b in zip(layers, layers[1:]) if isinstance(a, nn.Upsample)]
+
+    assert pairs(_small(UpsampleConvGenerator, (3, 32, 32))) == [True] * 3
+    assert pairs(_small(UpsampleConvGenerator, (3, 32, 32), padding_mode="reflect")) == [False] * 3
+    assert pairs(_small(UpsampleConvGenerator, (3, 32, 32), upsample_mode="bilinear")) == [False] * 3
+    torch.manual_seed(0)
+    g = _small(UpsampleConvGenerator, (3, 32, 32), latent_dim=8).double()
+    z = g.sample_latent(4).double()
+    called = []
+    for m in g.modules():
+        if type(m) is nn.Conv2d:
+            m.register_forward_pre_hook(lambda *_: called.append(1))
+    fused = g(z)
+    assert not called  # no convolution ran over an enlarged map
+    torch.testing.assert_close(fused, nn.Sequential.forward(g.net, z.view(4, 8, 1, 1)), rtol=1e-12, atol=1e-12)
+    assert len(called) == 3
 
 
 def test_upsample_conv_rejects_bad_options():

@@ -14,7 +14,7 @@ from conftest import ROOT
 from gantool import testing
 from gantool.cli import cli
 from gantool.errors import ParamError
-from gantool_plugins.resnet.models import D_BLOCKS, G_SHIFTS, ResNetDiscriminator, ResNetGenerator
+from gantool_plugins.resnet.models import D_BLOCKS, G_SHIFTS, GBlock, ResNetDiscriminator, ResNetGenerator
 from gantool_plugins.upsample_conv.models import ConditionalBatchNorm2d
 
 SIZES = (32, 64, 128)
@@ -106,6 +106,17 @@ def test_generator_has_no_spectral_norm_and_conditional_batch_norm_only_when_lab
     G = ResNetGenerator(image_shape=(3, 32, 32), latent_dim=8, base_channels=8, num_classes=3)
     assert sum(isinstance(m, ConditionalBatchNorm2d) for m in G.modules()) == 6  # two per block
     assert isinstance(G.bn_out, nn.BatchNorm2d)  # the output norm is shared by all classes
+
+
+def test_generator_block_is_the_paper_block():
+    """GBlock computes BN, ReLU, nearest x2, conv3x3, BN, ReLU, conv3x3 + (x2, conv1x1), in float64."""
+    torch.manual_seed(0)
+    block = GBlock(6, 4, 0).double()
+    x = torch.randn(3, 6, 5, 5, dtype=torch.float64)
+    up = nn.functional.interpolate
+    h = block.c1(up(torch.relu(block.b1(x)), scale_factor=2))
+    expected = block.c2(torch.relu(block.b2(h))) + block.c_sc(up(x, scale_factor=2))
+    torch.testing.assert_close(block(x, None), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_conditional_builds_use_their_labels():

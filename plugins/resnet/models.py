@@ -33,7 +33,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from gantool import Discriminator, Generator, ParamError, Range
 from gantool_plugins.dcgan.models import check_labels, check_num_classes
-from gantool_plugins.upsample_conv.models import ConditionalBatchNorm2d
+from gantool_plugins.upsample_conv.models import ConditionalBatchNorm2d, resize_conv
 
 SIZES = (32, 64, 128)
 #: image size -> default base_channels (G, D): Mimicry's ngf and ndf
@@ -93,7 +93,7 @@ class GBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         h = F.relu(self.b1(x) if labels is None else self.b1(x, labels))
-        h = self.c1(F.interpolate(h, scale_factor=2, mode="nearest"))
+        h = resize_conv(h, self.c1)  # = self.c1(nearest x2 of h), at 4/9 of the cost
         h = F.relu(self.b2(h) if labels is None else self.b2(h, labels))
         # A 1x1 convolution commutes with nearest up-sampling: convolving first gives the same
         # values as "x2 then conv1x1" at a quarter of the cost.

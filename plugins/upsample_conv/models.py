@@ -9,6 +9,11 @@ feature map first (nearest-neighbour x2), then apply an ordinary stride-1 convol
 Nearest-neighbour up-sampling has exactly zero response at the Nyquist frequency, and a
 stride-1 convolution treats every pixel alike, so no period-2 pattern is created.
 
+The pair is *computed* as one stride-2 transposed convolution (``resize_conv``): the same
+function, with a (k+1)x(k+1) kernel made from the kxk weights whose four polyphase
+sub-kernels all have the same sum, so it still turns a constant into a constant. For
+k = 3 that is 4/9 of the multiply-adds of convolving the enlarged map.
+
 Same layout and widths as the ``dcgan`` generator (so the two compare fairly in the
 checkerboard benchmark): z -> start map (4x4, 7x7 for 28 px, 3x4 for 48x64) -> x2 blocks -> image.
 
@@ -20,6 +25,7 @@ Koyama 2018).
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 import torch
@@ -51,12 +57,62 @@ class ConditionalBatchNorm2d(nn.Module):
         return gain.to(out.dtype) * out + bias.to(out.dtype)
 
 
+@functools.cache
+def phase_taps(kernel_size: int) -> tuple[tuple[int, ...], ...]:
+    """For each of the k+1 taps of the transposed convolution, the taps of the kxk one that add up to it.
+
+    An output row 2i + a (a = 0, 1) of the k-tap convolution over the enlarged map reads
+    source row i + floor((a - k//2 + t) / 2) with tap t; each (a, t) is one tap of a stride-2
+    transposed convolution with padding k//2, and taps of one phase reading the same source
+    row add up. Zero padding of the enlarged map is exactly the transposed convolution's
+    missing rows, so the borders agree too.
+    """
+    half, taps = kernel_size // 2, [[] for _ in range(kernel_size + 1)]
+    for a in (0, 1):
+        for t in range(kernel_size):
+            taps[a - 2 * ((a - half + t) // 2) + half].append(t)
+    return tuple(map(tuple, taps))
+
+
+def resize_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(nearest_x2(x))`` for a stride-1, zero-padded, odd kxk ``conv``, as one transposed convolution.
+
+    Why: over the enlarged map a 3x3 convolution spends 9 multiply-adds per output where
+    only 4 distinct source pixels are read; the transposed convolution does just those 4
+    (docs/performance.md). The kernel is built from ``conv.weight`` by slicing and adding,
+    with no constant tensors, so it traces for export and captures in a CUDA graph.
+    """
+    taps, weight = phase_taps(conv.kernel_size[0]), conv.weight
+    for dim in (2, 3):
+        parts = [[weight.narrow(dim, t, 1) for t in tap] for tap in taps]
+        weight = torch.cat([sum(part[1:], part[0]) for part in parts], dim)
+    weight = weight.transpose(0, 1)  # (C_in, C_out, k+1, k+1), as conv_transpose2d takes it
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    return nn.functional.conv_transpose2d(x, weight, conv.bias, stride=2, padding=conv.kernel_size[0] // 2)
+
+
+def fusable(up: nn.Module, conv: nn.Module) -> bool:
+    """Whether ``up`` then ``conv`` is a nearest x2 resize and a convolution ``resize_conv`` computes."""
+    return (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
+            and up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and type(conv) is nn.Conv2d
+            and conv.padding_mode == "zeros" and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.groups == 1 and conv.kernel_size[0] == conv.kernel_size[1] and conv.kernel_size[0] % 2 == 1
+            and conv.padding == (conv.kernel_size[0] // 2,) * 2)
+
+
 class LabelledSequential(nn.Sequential):
-    """``nn.Sequential`` that also hands the labels to its conditional batch norms."""
+    """``nn.Sequential`` that also hands the labels to its conditional batch norms, and runs
+    a nearest x2 resize and the convolution after it as one ``resize_conv``."""
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        layers, i = list(self), 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if fusable(layer, after):
+                x, i = resize_conv(x, after), i + 2
+                continue
+            x, i = (layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)), i + 1
         return x
 
 
