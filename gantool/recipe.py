@@ -184,7 +184,9 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     data, origins = _load_with_extends(path, ())
-    for item in overrides:
+    # A new type replaces its table, so type changes go first: `--set generator.base_channels=32
+    # --set generator.type=upsample_conv` keeps base_channels whatever the order on the command line.
+    for item in sorted(overrides, key=lambda item: not _sets_a_type(item)):
         _apply_override(data, origins, item)
     return _check(Recipe(data, path, origins))
 
@@ -339,6 +341,14 @@ def _apply_override(data: dict, origins: dict, item: str):
     if keys[0] not in TOP_LEVEL or keys[0] == "extends":
         raise GantoolError(f"--set {item}: unknown section {keys[0]!r}{suggest(keys[0], TOP_LEVEL[1:])}")
     _merge(data, origins, _nest(keys, value), f"--set {item}", ())
+
+
+def _sets_a_type(item: str) -> bool:
+    """Whether the override ``item`` gives a component table its ``type`` (alone or in a whole table)."""
+    keys, value = parse_override(item)
+    if keys[-1] == "type" and _is_component_table(tuple(keys[:-1])):
+        return True
+    return isinstance(value, dict) and "type" in value and _is_component_table(tuple(keys))
 
 
 def _nest(keys, value):

@@ -165,7 +165,8 @@ def _table_notes(name: str) -> list[str]:
         notes.append(f"Passed by the engine, never set in a recipe: {items}.")
     if name != "eval.<metric>":
         notes.append("A different `type` (in a recipe that extends this one, or with `--set`) replaces the whole "
-                     "table: the old component's parameters are dropped.")
+                     "table: the old component's parameters are dropped. `--set` type changes are applied "
+                     "before the other `--set` keys, so those are kept whatever their order.")
     return notes
 
 

@@ -32,6 +32,20 @@ def test_changing_type_replaces_the_whole_table(tmp_path):
     assert r.data["generator"] == {"type": "upsample_conv"}
 
 
+@pytest.mark.parametrize("overrides", [
+    ["generator.base_channels=8", "generator.type=upsample_conv", "train.epochs=2"],
+    ["generator.type=upsample_conv", "generator.base_channels=8", "train.epochs=2"],
+    ["generator.base_channels=8", 'generator={type = "upsample_conv"}', "train.epochs=2"],
+])
+def test_set_type_keeps_the_other_set_keys_in_any_order(tmp_path, overrides):
+    """A type change drops the recipe's parameters, not the ones given with it on the command line."""
+    write(tmp_path / "base.toml", TINY_RECIPE)
+    r = load_recipe(tmp_path / "base.toml", overrides)
+    assert r.data["generator"] == {"type": "upsample_conv", "base_channels": 8}  # the recipe's latent_dim is gone
+    assert r.train.epochs == 2
+    assert r.locate("generator", "base_channels") == "--set generator.base_channels=8: [generator] base_channels"
+
+
 def test_set_overrides_parse_toml_values_with_string_fallback(tiny_recipe):
     assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
     assert parse_override("optimizer.generator.betas=[0.0, 0.9]") == (["optimizer", "generator", "betas"], [0.0, 0.9])
