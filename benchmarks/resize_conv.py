@@ -4,7 +4,8 @@
 a kernel made from the convolution's weights (plugins/upsample_conv/models.py). This trains
 the same recipe twice from the same weights, once as shipped and once with G's layers run
 one after the other (nn.Upsample, then the convolution over the enlarged map), alternating
-the order every round, and compares median step times (D is the same in both).
+the order every round, and compares median step times (D is the same in both). The same
+recipe with the ``dcgan`` generator, at the same widths, is timed alongside for scale.
 
     OMP_NUM_THREADS=2 python benchmarks/resize_conv.py               # 64 px, width 64, batch 64
     python benchmarks/resize_conv.py --set dataset.image_size=32 \\
@@ -35,11 +36,14 @@ def one_layer_at_a_time(update):
 def main():
     args = arguments(__doc__.splitlines()[0])
     overrides = ["generator.type=upsample_conv", *args.overrides]
-    variants = {"fused": updater(overrides, True), "separate": updater(overrides, True)}
+    variants = {"fused": updater(overrides, True), "separate": updater(overrides, True),
+                "dcgan": updater(["generator.type=dcgan", *args.overrides], True)}  # type first: it resets the table
     one_layer_at_a_time(variants["separate"][0])
     args.overrides = overrides
     med = report(time_ab(variants, args.rounds, args.steps), args)
     print(f"  separate / fused step time: {med['separate'] / med['fused']:.3f} (> 1: the fused layers are faster)")
+    print(f"  fused / dcgan step time: {med['fused'] / med['dcgan']:.3f}, separate / dcgan: "
+          f"{med['separate'] / med['dcgan']:.3f} (upsample_conv's cost against dcgan's at the same widths)")
 
 
 if __name__ == "__main__":
