@@ -13,6 +13,7 @@ oneDNN picks different convolution kernels on AVX2 and AVX-512 machines.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -34,14 +35,9 @@ RECIPE = {
 
 
 def updater(overrides: list[str], channels_last: bool):
-    from gantool.recipe import merge_tables, parse_override
+    from gantool.recipe import apply_overrides
 
-    data = RECIPE
-    for item in overrides + [f"train.channels_last={str(channels_last).lower()}"]:
-        keys, value = parse_override(item)
-        for key in reversed(keys):
-            value = {key: value}
-        data = merge_tables(data, value)
+    data = apply_overrides(copy.deepcopy(RECIPE), {}, [*overrides, f"train.channels_last={str(channels_last).lower()}"])
     plan = make_plan(recipe_from_dict(data), get_registry())
     return GANUpdate(plan), plan.data.iterate(0)
 

@@ -37,7 +37,7 @@ def main():
     args = arguments(__doc__.splitlines()[0])
     overrides = ["generator.type=upsample_conv", *args.overrides]
     variants = {"fused": updater(overrides, True), "separate": updater(overrides, True),
-                "dcgan": updater(["generator.type=dcgan", *args.overrides], True)}  # type first: it resets the table
+                "dcgan": updater([*args.overrides, "generator.type=dcgan"], True)}
     one_layer_at_a_time(variants["separate"][0])
     args.overrides = overrides
     med = report(time_ab(variants, args.rounds, args.steps), args)

@@ -184,11 +184,19 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     data, origins = _load_with_extends(path, ())
-    # A new type replaces its table, so type changes go first: `--set generator.base_channels=32
-    # --set generator.type=upsample_conv` keeps base_channels whatever the order on the command line.
+    apply_overrides(data, origins, overrides)
+    return _check(Recipe(data, path, origins))
+
+
+def apply_overrides(data: dict, origins: dict, overrides) -> dict:
+    """Apply ``--set`` items to recipe ``data`` in place (``origins`` records where each key came from).
+
+    A new type replaces its table, so type changes go first: `--set generator.base_channels=32
+    --set generator.type=upsample_conv` keeps base_channels whatever the order on the command line.
+    """
     for item in sorted(overrides, key=lambda item: not _sets_a_type(item)):
         _apply_override(data, origins, item)
-    return _check(Recipe(data, path, origins))
+    return data
 
 
 def recipe_from_dict(data: dict, path: str | Path = "<checkpoint>") -> Recipe:
