@@ -69,11 +69,14 @@ def report(times: dict[str, list[float]], args) -> dict[str, float]:
     return med
 
 
-def arguments(description: str):
+def arguments(description: str, extra=None):
+    """The shared options (rounds, steps, --set); ``extra(parser)`` adds a benchmark's own."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    if extra is not None:
+        extra(p)
     return p.parse_args()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -553,3 +555,5 @@ def test_dataset_recipes_pass_check_with_data_in_place(name, tmp_path):
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert f"of shape {shape}" in result.output
+    if name == "dcgan_pokemon":  # small colour sets: ADA against D memorising them (docs/models.md)
+        assert re.search(r"augment\s+gantool:ada", result.output), result.output
