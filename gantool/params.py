@@ -110,6 +110,8 @@ def describe_type(annotation) -> str:
 
 def parameters(factory) -> tuple[list[Param], bool]:
     """The keyword parameters of a class or callable, and whether it takes ``**kwargs``."""
+    if inspect.isclass(factory) and _inherits_module_init(factory):
+        return [], False  # nn.Module's own (*args, **kwargs) takes no recipe keys
     target = factory if dataclasses.is_dataclass(factory) else factory.__init__ if inspect.isclass(factory) else factory
     try:
         hints = typing.get_type_hints(target, include_extras=True)
@@ -123,6 +125,12 @@ def parameters(factory) -> tuple[list[Param], bool]:
         elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
             params.append(Param(p.name, hints.get(p.name, Any), p.default, docs.get(p.name, "")))
     return params, var_kw
+
+
+def _inherits_module_init(cls) -> bool:
+    """A torch Module subclass without an ``__init__`` of its own (checked by name: no torch import here)."""
+    init = cls.__init__
+    return getattr(init, "__module__", None) == "torch.nn.modules.module" and init.__qualname__ == "Module.__init__"
 
 
 def check_value(annotation, value) -> tuple[Any, str | None]:

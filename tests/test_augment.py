@@ -175,3 +175,20 @@ def test_forward_and_update_never_read_the_device(monkeypatch):
     ada.update(torch.randn(8), _ctx(0))
     monkeypatch.undo()
     assert isinstance(ada.p, torch.Tensor) and ada.p.item() != 0.5
+
+
+def test_none_turns_off_the_augmentation_a_base_recipe_sets(tmp_path):
+    """TOML cannot delete a table: ``type = "none"`` is how a user trains recipes/dcgan_pokemon.toml without ADA."""
+    from gantool.plan import make_plan
+    from gantool.recipe import load_recipe
+
+    base = tmp_path / "base.toml"
+    base.write_text('[run]\ndevice = "cpu"\n[dataset]\ntype = "fake"\nimage_size = 16\nsize = 8\n'
+                    '[generator]\ntype = "dcgan"\nbase_channels = 4\n[discriminator]\ntype = "dcgan"\nbase_channels = 4\n'
+                    '[loss]\ntype = "bce"\n[augment]\ntype = "ada"\n[train]\nbatch_size = 4\n')
+    assert type(make_plan(load_recipe(base), get_registry()).augment).__name__ == "AdaptiveAugment"
+    off = make_plan(load_recipe(base, ["augment.type=none"]), get_registry()).augment
+    x = _images()
+    assert off(x) is x and not list(off.parameters()) and not list(off.buffers())
+    with pytest.raises(GantoolError, match="policy"):  # it takes no parameters
+        make_plan(load_recipe(base, ["augment.type=none", "augment.policy=color"]), get_registry())

@@ -100,6 +100,17 @@ def diff_augment(x, policy, p, translation_ratio=0.125, cutout_ratio=0.5):
     return out
 
 
+class NoAugment(Augmentation):
+    """Images unchanged: turns off the ``[augment]`` of a recipe this one extends.
+
+    TOML cannot delete a table, so ``--set augment.type=none`` (or ``type = "none"`` in a
+    recipe that extends one with ADA, such as recipes/dcgan_pokemon.toml) is the way out.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
 class DiffAugment(Augmentation):
     """DiffAugment (Zhao et al. 2020): random color, translation and cutout on every image D sees.
 
