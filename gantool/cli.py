@@ -160,11 +160,14 @@ def info(kind, name):
         console.print(f"source: {inspect.getsourcefile(factory)}", highlight=False)
     except TypeError:
         pass
-    table = Table("parameter", "type", "default", "doc", box=None, header_style="bold")
-    for p in params:
-        default = "(required)" if p.required else repr(p.default)
-        table.add_row(*map(escape, (p.name, describe_type(p.annotation), default, p.doc)))
-    console.print(table)
+    if not params:
+        console.print("No parameters.")  # as docs/recipes.md says it
+    else:
+        table = Table("parameter", "type", "default", "doc", box=None, header_style="bold")
+        for p in params:
+            default = "(required)" if p.required else repr(p.default)
+            table.add_row(*map(escape, (p.name, describe_type(p.annotation), default, p.doc)))
+        console.print(table)
     from gantool.registry import INJECTED
 
     if INJECTED.get(kind):
