@@ -10,6 +10,7 @@ recipe with the ``dcgan`` generator, at the same widths, is timed alongside for 
     OMP_NUM_THREADS=2 python benchmarks/resize_conv.py               # 64 px, width 64, batch 64
     python benchmarks/resize_conv.py --set dataset.image_size=32 \\
         --set generator.base_channels=32 --set discriminator.base_channels=32
+    python benchmarks/resize_conv.py --kernel-size 5    # upsample_conv's 5x5 kernels (dcgan unchanged)
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def one_layer_at_a_time(update):
 
 
 def main():
-    args = arguments(__doc__.splitlines()[0])
-    overrides = ["generator.type=upsample_conv", *args.overrides]
+    args = arguments(__doc__.splitlines()[0], extra=lambda p: p.add_argument(
+        "--kernel-size", type=int, default=3, help="upsample_conv's kernel_size (default 3)"))
+    overrides = ["generator.type=upsample_conv", f"generator.kernel_size={args.kernel_size}", *args.overrides]
     variants = {"fused": updater(overrides, True), "separate": updater(overrides, True),
                 "dcgan": updater([*args.overrides, "generator.type=dcgan"], True)}
     one_layer_at_a_time(variants["separate"][0])
