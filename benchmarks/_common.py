@@ -73,37 +73,45 @@ def make_mnist_folder(root: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------- FLOPs
 
 
-def conv_layer_flops(model, input_shape) -> list[tuple[str, float]]:
-    """Forward multiply-add FLOPs (2 per MAC) per image of each (transposed) conv.
+def conv_calls(model, example) -> list[tuple[str, object, tuple, tuple]]:
+    """(name, layer, input shape, output shape) of each (transposed) conv as ``model(example)`` runs.
 
-    Runs one forward pass of a batch of 1 with hooks that read the real tensor
-    shapes, so the count follows whatever architecture ``model`` has.
+    Forward hooks read the real tensor shapes, so this follows whatever architecture
+    ``model`` has. The pass runs in eval mode without gradients; the mode is restored.
     """
     import torch
     from torch import nn
 
-    out: list[tuple[str, float]] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-            def hook(m, inp, outp, name=name):
-                kh, kw = m.kernel_size
-                cin, cout = m.in_channels, m.out_channels
-                if isinstance(m, nn.ConvTranspose2d):
-                    h, w = inp[0].shape[-2:]  # every input pixel scatters a k×k×cout patch
-                else:
-                    h, w = outp.shape[-2:]
-                out.append((name, 2.0 * cin * cout * kh * kw * h * w / m.groups))
-            handles.append(mod.register_forward_hook(hook))
+    calls = []
+
+    def record(name):
+        return lambda layer, inputs, output: calls.append((name, layer, tuple(inputs[0].shape), tuple(output.shape)))
+
+    handles = [layer.register_forward_hook(record(name)) for name, layer in model.named_modules()
+               if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(example)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def conv_layer_flops(model, input_shape) -> list[tuple[str, float]]:
+    """Forward multiply-add FLOPs (2 per MAC) per image of each (transposed) conv (batch of 1)."""
+    import torch
+    from torch import nn
+
+    out: list[tuple[str, float]] = []
+    for name, m, in_shape, out_shape in conv_calls(model, torch.zeros(1, *input_shape)):
+        kh, kw = m.kernel_size
+        # a transposed conv scatters a k×k×cout patch from every *input* pixel
+        h, w = in_shape[-2:] if isinstance(m, nn.ConvTranspose2d) else out_shape[-2:]
+        out.append((name, 2.0 * m.in_channels * m.out_channels * kh * kw * h * w / m.groups))
     return out
 
 
@@ -141,25 +149,12 @@ def measure_conv_gflops(g_model, d_model, image_shape, *, batch: int = 64, repea
     import torch
     from torch import nn
 
-    shapes = []
-    handles = []
-
-    def grab(m, inp, outp):
-        shapes.append((m, tuple(inp[0].shape[1:])))
-
-    for mod in list(g_model.modules()) + list(d_model.modules()):
-        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-            handles.append(mod.register_forward_hook(grab))
-    with torch.no_grad():
-        g_in = g_model.sample_latent(1) if hasattr(g_model, "sample_latent") else None
-        if g_in is None:
-            g_in = torch.zeros(1, getattr(g_model, "nz", 100), 1, 1)
-        g_model.eval(); d_model.eval()
-        g_model(g_in)
-        d_model(torch.zeros(1, *image_shape))
-        g_model.train(); d_model.train()
-    for h in handles:
-        h.remove()
+    if hasattr(g_model, "sample_latent"):
+        g_in = g_model.sample_latent(1)
+    else:
+        g_in = torch.zeros(1, getattr(g_model, "nz", 100), 1, 1)
+    shapes = [(m, in_shape[1:]) for model, example in ((g_model, g_in), (d_model, torch.zeros(1, *image_shape)))
+              for _, m, in_shape, _ in conv_calls(model, example)]
 
     layers = []
     flops = 0.0

@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from _common import conv_calls
 from layout_ab import RECIPE, arguments
 from torch import nn
 
@@ -31,23 +32,12 @@ NHWC = torch.channels_last
 def conv_inputs(overrides: list[str]) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """(name, layer, input shape) of every convolution of G and D, in the order they run."""
     plan = make_plan(recipe_from_dict(apply_overrides(copy.deepcopy(RECIPE), {}, overrides)), get_registry())
-    found = []
-
-    def record(name):
-        return lambda layer, inputs, output: found.append((name, layer, tuple(inputs[0].shape)))
-
-    models = {"G": plan.generator, "D": plan.discriminator}
-    handles = [
-        layer.register_forward_hook(record(f"{tag} {name}"))
-        for tag, model in models.items()
-        for name, layer in model.named_modules()
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
-    ]
-    with torch.no_grad():
-        plan.discriminator(plan.generator(plan.generator.sample_latent(plan.data.local_batch)))
-    for handle in handles:
-        handle.remove()
-    return found
+    generator, batch = plan.generator, plan.data.local_batch
+    examples = {"G": (generator, generator.sample_latent(batch)),
+                "D": (plan.discriminator, torch.zeros(batch, *generator.image_shape))}
+    return [(f"{tag} {name}", layer, in_shape)
+            for tag, (model, example) in examples.items()
+            for name, layer, in_shape, _ in conv_calls(model, example)]
 
 
 def timed(run, repeats: int) -> float:
