@@ -161,8 +161,8 @@ class Trainer:
         budget = train.max_minutes * 60
 
         def log():
-            now = time.perf_counter()
             values = self._read_stats(sums, counts, interrupt)  # the only host sync, every log_every steps
+            now = time.perf_counter()  # after it: the time of work the device has finished
             self.guard.check_losses(self, values)
             rate = (self.batches_seen - last_log[1]) * self.plan.data.global_batch / max(now - last_log[0], 1e-9)
             self.emit("on_log", {"step": self.step, "epoch": self.epoch, **values,

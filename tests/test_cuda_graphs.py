@@ -10,6 +10,8 @@ real graphs and skip without a GPU.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,8 +21,6 @@ from gantool.checkpoint import restore_optimizer, save_checkpoint
 from gantool.engine import Trainer
 from gantool.plugins import get_registry
 from gantool.recipe import load_recipe
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def _trainer(recipe, out, *overrides, resume=False) -> Trainer:
@@ -132,6 +132,54 @@ def test_a_failed_capture_trains_on_eagerly_after_one_warning(tiny_recipe, tmp_p
     _assert_same(_weights(tmp_path / "eager"), _weights(tmp_path / "fallback"))
 
 
+def test_a_capture_that_fails_in_the_g_step_leaves_d_trainable(tiny_recipe, tmp_path, replayed, monkeypatch, capsys):
+    """A capture can fail anywhere in the step; D, frozen for G's half, must train in the eager steps after it."""
+    capturing = False
+
+    class FailsMidStep(graphs.ReplayedClosure):
+        def capture(self, step, optimizers):
+            nonlocal capturing
+            capturing = True
+            try:
+                step()
+            finally:
+                capturing = False
+
+    monkeypatch.setattr(graphs, "backend", lambda device: FailsMidStep())
+    run = _trainer(tiny_recipe, tmp_path / "run", "train.max_steps=6")
+    generator_loss = run.update.loss.generator_loss
+
+    def refused_while_capturing(*args):
+        if capturing:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return generator_loss(*args)
+
+    monkeypatch.setattr(run.update.loss, "generator_loss", refused_while_capturing)
+    run.fit()
+    assert "capturing step 3 failed (RuntimeError: operation not permitted" in capsys.readouterr().err
+    assert run.update.graph is None
+    assert all(p.requires_grad for p in run.update.D.module.parameters())
+
+
+def test_host_syncs_are_recorded_and_other_warnings_pass_on(monkeypatch):
+    """The last warm-up step's check (torch's sync debug mode is CUDA-only, so it is stood in for here)."""
+    modes = []
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    def step():
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # torch's words
+        warnings.warn("passed on", DeprecationWarning, stacklevel=1)
+        return step.__code__.co_firstlineno + 1
+
+    with pytest.warns(DeprecationWarning, match="passed on"), graphs.host_syncs_recorded() as found:
+        line = step()
+    assert modes == ["warn", 0]  # and the previous mode is back
+    assert found == [f"test_cuda_graphs.py:{line}"]
+    with pytest.warns(UserWarning), graphs.host_syncs_recorded(False) as found:  # earlier warm-up steps
+        warnings.warn("called a synchronizing CUDA operation", UserWarning)
+    assert found == [] and modes == ["warn", 0]
+
+
 def test_check_capturable_passes_the_built_in_training_components(tmp_path):
     from gantool import testing
 
@@ -178,20 +226,25 @@ def test_an_optimizer_saved_with_capturable_steps_resumes_without_them(tmp_path)
 # ----------------------------------------------------------------------------- real CUDA graphs
 
 
-def _cuda_recipe(tmp_path, *extra) -> tuple:
-    from tests.conftest import TINY_RECIPE
-
-    path = tmp_path / "cuda.toml"
-    path.write_text(TINY_RECIPE.replace('device = "cpu"', 'device = "cuda"'))
-    return path, ["train.max_steps=12", "train.amp=off", *extra]
+# 12 steps (3 epochs of 4 batches): 3 eager warm-up steps, a capture, 8 replays; resumed
+# at step 7, the run warms up again and captures at step 10. Layout and precision are
+# pinned, so the two runs compared cannot measure their way to different choices.
+CUDA_STEPS = ["train.epochs=3", "train.max_steps=12", "train.amp=off", "train.channels_last=false"]
 
 
-@CUDA
-def test_cuda_graphs_train_the_eager_weights_to_float_tolerance(tmp_path):
-    recipe, steps = _cuda_recipe(tmp_path)
-    eager = _trainer(recipe, tmp_path / "eager", "train.cuda_graphs=false", *steps)
+def test_the_cuda_tests_recipe_trains_on_a_cpu(cuda_recipe, tmp_path, replayed):
+    """So that a mistake in it shows here, not first on a GPU machine."""
+    run = _trainer(cuda_recipe, tmp_path / "run", *CUDA_STEPS, "run.device=cpu", "train.max_steps=5")
+    assert run.plan.dataset.image_shape == (3, 16, 16) and run.plan.channels_last is False
+    run.fit()
+    assert run.update.graph is not None and run.update.graph.inputs is not None
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_train_the_eager_weights_to_float_tolerance(cuda_recipe, tmp_path):
+    eager = _trainer(cuda_recipe, tmp_path / "eager", "train.cuda_graphs=false", *CUDA_STEPS)
     eager.fit()
-    graphed = _trainer(recipe, tmp_path / "graphed", "train.cuda_graphs=true", *steps)
+    graphed = _trainer(cuda_recipe, tmp_path / "graphed", "train.cuda_graphs=true", *CUDA_STEPS)
     graphed.fit()
     assert graphed.update.graph is not None and graphed.update.graph.inputs is not None
     a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "graphed")
@@ -200,19 +253,20 @@ def test_cuda_graphs_train_the_eager_weights_to_float_tolerance(tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-@CUDA
-def test_cuda_graphed_resume_is_bit_exact(tmp_path):
-    recipe, steps = _cuda_recipe(tmp_path)
-    _trainer(recipe, tmp_path / "whole", *steps).fit()
-    _trainer(recipe, tmp_path / "split", *steps, "train.max_steps=7").fit()
-    _trainer(recipe, tmp_path / "split", *steps, resume=True).fit()
+@pytest.mark.cuda
+def test_cuda_graphed_resume_is_bit_exact(cuda_recipe, tmp_path):
+    _trainer(cuda_recipe, tmp_path / "whole", *CUDA_STEPS).fit()
+    _trainer(cuda_recipe, tmp_path / "split", *CUDA_STEPS, "train.max_steps=7").fit()
+    resumed = _trainer(cuda_recipe, tmp_path / "split", *CUDA_STEPS, resume=True)
+    resumed.fit()
+    assert resumed.update.graph is not None and resumed.update.graph.inputs is not None  # captured after resume
     _assert_same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
 
 
-@CUDA
-def test_cuda_a_component_that_is_not_capturable_keeps_the_run_eager(tmp_path, capsys):
-    recipe, steps = _cuda_recipe(tmp_path, "loss.type=hinge", "loss.r1_gamma=1.0", "loss.r1_every=4")
-    run = _trainer(recipe, tmp_path / "run", *steps)
+@pytest.mark.cuda
+def test_cuda_a_component_that_is_not_capturable_keeps_the_run_eager(cuda_recipe, tmp_path, capsys):
+    run = _trainer(cuda_recipe, tmp_path / "run", *CUDA_STEPS, "loss.type=hinge", "loss.r1_gamma=1.0",
+                   "loss.r1_every=4")
     assert run.update.graph is None
     assert "declares capturable = False" in capsys.readouterr().err
     run.fit()
