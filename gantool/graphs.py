@@ -209,9 +209,11 @@ def host_syncs_recorded(enabled: bool = True):
         yield found
         return
     previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():  # torch says once that the mode is a "prototype feature"
+        warnings.simplefilter("ignore")
+        torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
         try:
             yield found
         finally:
