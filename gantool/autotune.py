@@ -13,6 +13,7 @@ only applies ``rule``: measuring is the Trainer's (engine.py).
 from __future__ import annotations
 
 import copy
+import gc
 import dataclasses
 import hashlib
 import itertools
@@ -202,7 +203,8 @@ def measure(plan, registry, options: list[Speed], *, clock: Callable[[], float],
             finally:
                 if plan.recipe.train.compile:  # each copy's compilations count against dynamo's recompile
                     torch._dynamo.reset()  # limit, which the run's own networks must not find used up
-                if cuda:
+                gc.collect()  # a trial's update and its CUDA graph refer to each other: free their copies,
+                if cuda:  # optimizer state and graph memory now, not beside the run's own
                     torch.cuda.empty_cache()
     return times
 

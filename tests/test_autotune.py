@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 import torch
 from conftest import TINY_RECIPE
 
-from gantool import autotune
+from gantool import autotune, graphs
 from gantool.autotune import Speed
 from gantool.checkpoint import read_metadata, validate_metadata
 from gantool.engine import Trainer
@@ -245,6 +246,22 @@ def test_measuring_leaves_weights_optimizer_state_and_rng_untouched(tiny_recipe)
     assert all(torch.equal(stats[0][k], stats[1][k]) for k in stats[0])
     for a, b in zip(measured.generator.parameters(), control.generator.parameters()):
         assert torch.equal(a, b)
+
+
+def test_measuring_frees_its_trials_before_the_run_starts(tiny_recipe):
+    """A trial's update and its graph refer to each other, so only the cycle collector frees
+    their copies of the networks and optimizers (and, on a GPU, the graph's memory)."""
+    plan = plan_of(tiny_recipe)
+    gc.collect()
+    gc.disable()  # no automatic collection: only what measure frees itself is gone
+    try:
+        before = {id(o) for o in gc.get_objects() if type(o) is GANUpdate}
+        with graphs.replay_on_any_device():
+            autotune.measure(plan, get_registry(), [OFF_NCHW], clock=time.perf_counter, warmup=1, steps=1)
+        left = [o for o in gc.get_objects() if type(o) is GANUpdate and id(o) not in before]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 # ----------------------------------------------------------------------------- resume, apply, the checkpoint
