@@ -55,6 +55,8 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
         device = distributed.rank_device(device, distributed.from_env())
     if device.type == "cpu":
         keep_freed_memory()
+    elif device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # "cuda:1": streams, CUDA graphs and syncs without an index follow it
     info = {}
 
     def build(path, kind, *, bounded=False, **injected):
