@@ -13,8 +13,8 @@ only applies ``rule``: measuring is the Trainer's (engine.py).
 from __future__ import annotations
 
 import copy
-import gc
 import dataclasses
+import gc
 import hashlib
 import itertools
 import json
