@@ -27,7 +27,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 # Only the three files: other test modules import packages the image lacks (playwright, ...).
-timeout 200 python3 -m pytest -q -rs -p no:cacheprovider -m cuda \
+timeout 240 python3 -m pytest -q -rs -p no:cacheprovider -m cuda \
     tests/test_cuda_graphs.py tests/test_compile.py tests/test_autotune.py 2>&1 | tee "$OUT/cuda_tests.log"
 # H100/H200 SXM dense peaks: 989 TFLOP/s bf16, 67 TFLOP/s fp32.
 timeout 300 python3 benchmarks/gpu_speed.py --peak-tflops 989,67 2>&1 | tee "$OUT/gpu_speed.log"
