@@ -143,7 +143,8 @@ def test_compiled_channels_last_dcgan64_trains_on_cuda(cuda_recipe, tmp_path, fr
     bf16 and channels-last are set, not measured: the crash was with the choice ``auto``
     made there, and measuring would compile every candidate first."""
     out = train_run(cuda_recipe, tmp_path / "run", "dataset.image_size=64", "train.amp=bf16",
-                    "generator.latent_dim=100", "generator.base_channels=64", "discriminator.base_channels=64", "train.batch_size=64",
+                    "generator.latent_dim=100", "generator.base_channels=64", "discriminator.base_channels=64",
+                    "train.batch_size=64",
                     "train.max_steps=3", "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
                     "train.compile=true", "train.channels_last=true")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -166,6 +166,7 @@ def test_host_syncs_are_recorded_and_other_warnings_pass_on(monkeypatch):
     modes = []
     monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
     def step():
         warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # torch's words
         warnings.warn("passed on", DeprecationWarning, stacklevel=1)
