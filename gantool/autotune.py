@@ -2,10 +2,12 @@
 
 No fixed rule is right on GPUs: on an H200, DCGAN-64 at batch 64 trains faster in fp32 and
 NCHW (7,618 images/s) than in bf16 and NHWC (6,471), while at batch 256 bf16 and NHWC win.
-So on CUDA the Trainer times a few steps of the real update once per configuration and
-keeps the fastest; the choice is cached per device, model and batch (``cache_dir()``), and
-stored in the run's checkpoints so that a resumed run keeps it. CPUs and MPS are not
-measured: their rule (``rule``) comes from the measurements in docs/performance.md.
+CPUs disagree too: bf16 autocast trains DCGAN-64 1.57x faster than fp32 on a Zen 4 with
+AVX512-BF16, and is emulated (slow) without it. So on CUDA, and for ``amp`` on CPUs whose
+oneDNN has bf16 instructions (``cpu_bf16``), the Trainer times a few steps of the real
+update once per configuration and keeps the fastest; the choice is cached per device,
+model and batch (``cache_dir()``), and stored in the run's checkpoints so that a resumed
+run keeps it. Everything else follows ``rule``, from the measurements in docs/performance.md.
 An explicit recipe value is never changed. ``gantool check`` shares ``make_plan``, which
 only applies ``rule``: measuring is the Trainer's (engine.py).
 """
@@ -31,6 +33,7 @@ import torch
 DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 WARMUP = 5  # calls before timing: the update captures its CUDA graph on the 4th and replays it from then on
 STEPS = 10  # timed calls: ~0.1 s per candidate for a DCGAN-64 step on a fast GPU
+CPU_WARMUP, CPU_STEPS = 2, 3  # a CPU step takes ~0.5-0.8 s at DCGAN-64; bf16 and fp32 differ by ~1.5x
 MAX_CACHE_BYTES = 1 << 20  # a cache file is a few hundred bytes; anything larger is not ours
 
 
@@ -56,8 +59,8 @@ class Speed:
 
 # ----------------------------------------------------------------------------- the rule (CPU, MPS, and `check`)
 
-# NHWC per CPU kind (torch.backends.cpu.get_cpu_capability()), with the evidence.
-# bf16 autocast is off on every CPU: 2.5x slower even with avx512_bf16 (docs/performance.md).
+# NHWC per CPU kind (torch.backends.cpu.get_cpu_capability()), with the evidence. The rule's
+# amp is fp32 on every CPU; where oneDNN has bf16 instructions the Trainer measures bf16 too.
 CPU_LAYOUT = {
     "AVX512": (True, "measured: DCGAN-64 step -13 % (docs/performance.md, 'What the engine does')"),
     "AVX2": (True, "measured: 1.13x DCGAN-64, 1.18x the 28 px model (benchmarks/layout_ab.py)"),
@@ -71,13 +74,35 @@ def cpu_kind() -> str:
     return get() if get is not None else "DEFAULT"
 
 
+def cpu_bf16() -> bool:
+    """Whether oneDNN runs bf16 in hardware here: AVX512-BF16 or AMX, and no
+    ``ONEDNN_MAX_CPU_ISA`` cap below it (oneDNN's own check honours the cap). Elsewhere
+    bf16 is emulated and slower, so it is not worth measuring."""
+    cpu = getattr(torch, "cpu", None)
+    flags = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return (any(getattr(cpu, flag, lambda: False)() for flag in flags)
+                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    except (AttributeError, RuntimeError):  # an older torch, or a build without oneDNN
+        return False
+
+
+def measures(device: torch.device, amp, channels_last) -> bool:
+    """Whether the Trainer times candidates for these recipe values: on CUDA for either
+    "auto"; on a CPU only ``amp = "auto"``, and only with bf16 instructions (``cpu_bf16``)."""
+    if device.type == "cuda":
+        return "auto" in (amp, channels_last)
+    return device.type == "cpu" and amp == "auto" and cpu_bf16()
+
+
 def rule(device: torch.device, amp: str = "auto") -> Speed:
     """The settings without measuring; ``amp`` is the recipe's (an explicit one is kept).
 
     CPU: fp32 and NHWC (per ``CPU_LAYOUT``). MPS: fp32 and NCHW (never measured; as
     before). CUDA: bf16 (fp16 without bf16 support) with NHWC, or NCHW when amp is
-    "off"; this is only what ``gantool check`` shows and the fallback: the Trainer
-    measures instead (``resolve``).
+    "off". Where ``measures`` says so (CUDA, and amp on CPUs with bf16 instructions)
+    this is only what ``gantool check`` shows and the fallback: the Trainer measures
+    instead (``resolve``).
     """
     if device.type == "cuda":
         if amp == "auto":
@@ -99,7 +124,8 @@ def resolve(plan, registry, *, resuming: bool = False, stored: dict | None = Non
     - on resume, the checkpoint's (``stored``, its "speed" record) when it was written on
       the same device type, so the resumed run computes exactly what it would have; a
       checkpoint without the record predates measuring and used the rule, so the rule;
-    - else on CUDA a measurement (``tune``, cached);
+    - else where ``measures`` says so (CUDA; amp on a CPU with bf16) a measurement
+      (``tune``, cached);
     - else the rule ``make_plan`` already applied.
 
     Under torchrun rank 0 decides and the others take its choice (ranks must agree: DDP
@@ -116,10 +142,10 @@ def resolve(plan, registry, *, resuming: bool = False, stored: dict | None = Non
             speed = Speed(stored["amp"] if auto_amp else current.amp,
                           stored["channels_last"] if auto_layout else current.channels_last)
             note = "kept from the checkpoint"
-        if device.type == "cuda" and rank == 0:
+        if measures(device, train.amp, train.channels_last) and rank == 0:
             _log(describe(device_identity(device)[0], plan.data.local_batch, speed, note))
         return speed
-    if device.type != "cuda":
+    if not measures(device, train.amp, train.channels_last):
         return current
     if world_size == 1:
         return tune(plan, registry)
@@ -151,14 +177,16 @@ def candidates(amp, channels_last, *, bf16: bool) -> list[Speed]:
     return [Speed(a, c) for a, c in itertools.product(amps, layouts)]
 
 
-def tune(plan, registry, *, clock: Callable[[], float] | None = None, warmup: int = WARMUP,
-         steps: int = STEPS) -> Speed:
+def tune(plan, registry, *, clock: Callable[[], float] | None = None, warmup: int | None = None,
+         steps: int | None = None) -> Speed:
     """The fastest candidate for this plan: from the cache, else measured (and cached).
     Logs one line on stderr. ``clock`` (seconds) is injectable; by default it waits for
-    the device before reading the time."""
+    the device before reading the time. A CPU step is slower: fewer steps suffice there."""
     device, train = plan.device, plan.recipe.train
-    bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else True
-    options = candidates(train.amp, train.channels_last, bf16=bf16)
+    cuda = device.type == "cuda"
+    options = candidates(train.amp, train.channels_last, bf16=torch.cuda.is_bf16_supported() if cuda else True)
+    warmup = warmup if warmup is not None else WARMUP if cuda else CPU_WARMUP
+    steps = steps if steps is not None else STEPS if cuda else CPU_STEPS
     name, capability = device_identity(device)
     key = cache_key(plan, options, name, capability)
     path = cache_path(key)
@@ -249,11 +277,15 @@ def synchronized_clock(device: torch.device) -> Callable[[], float]:
 
 
 def device_identity(device: torch.device) -> tuple[str, str]:
-    """(name, compute capability) of a CUDA device; ("CPU <kind>", "") elsewhere."""
+    """(name, capability) of a device, for the log line and the cache key: a CUDA GPU's
+    compute capability; for a CPU its kind, bf16 support, threads and any oneDNN ISA cap."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return torch.cuda.get_device_name(device), f"{major}.{minor}"
-    return (f"CPU {cpu_kind()}", "") if device.type == "cpu" else (device.type.upper(), "")
+    if device.type != "cpu":
+        return device.type.upper(), ""
+    name = f"CPU {cpu_kind()}" + (" with bf16" if cpu_bf16() else "")
+    return name, f"{torch.get_num_threads()} threads, ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
 
 
 def describe(device_name: str, batch: int, speed: Speed, note: str) -> str:

@@ -71,8 +71,9 @@ class TrainConfig:
         sample_grid: number of images in the sample grid
         ema_decay: exponential moving average of generator weights (0 = off, e.g. 0.999)
         keep_best: metric key whose best value selects best.safetensors (e.g. "fid")
-        amp: mixed precision: auto = off on CPU and MPS; on CUDA the faster of bf16 (fp16 without bf16
-            support) and off, measured at start-up and cached (kept on resume); bf16, fp16 or off force it
+        amp: mixed precision: auto = on CUDA, and on CPUs with bf16 instructions, the faster of bf16
+            (fp16 on GPUs without bf16) and off, measured at start-up and cached (kept on resume); off on
+            other CPUs and MPS; bf16, fp16 or off force it
         compile: torch.compile the networks: true (= "default"), "reduce-overhead" (inductor's own CUDA
             graphs; turns cuda_graphs off), "max-autotune-no-cudagraphs", or false (off, the default)
         cuda_graphs: capture the whole GAN step (D and G updates with their optimizers) as CUDA graphs and

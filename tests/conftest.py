@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Not "auto", which CPUs with bf16 instructions measure (autotune.py): tests must not depend on the machine.
+CPU_AMP = 'amp = "off"\n'
+
 TINY_RECIPE = """
 [run]
 name = "tiny"
@@ -42,7 +45,7 @@ log_every = 2
 sample_every = 3
 checkpoint_every = 5
 sample_grid = 16
-"""
+""" + CPU_AMP
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ def cuda_recipe(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     path = tmp_path / "cuda.toml"
     data = '[dataset]\ntype = "fake"\nsize = 256\nchannels = 3\nimage_size = 16\n'
-    path.write_text(TINY_RECIPE.replace('device = "cpu"', 'device = "cuda"')
+    path.write_text(TINY_RECIPE.replace('device = "cpu"', 'device = "cuda"').replace(CPU_AMP, "")
                     .replace('[dataset]\ntype = "mnist5k"\nimage_size = 16\nlimit = 256\n', data))
     assert 'type = "fake"' in path.read_text()
     return path

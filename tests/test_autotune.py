@@ -6,6 +6,8 @@ import gc
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -32,7 +34,7 @@ def tiny_plan(tmp_path_factory):
     """One plan for the tests that only read it (building one takes a few seconds)."""
     path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
     path.write_text(TINY_RECIPE)
-    return make_plan(load_recipe(path), get_registry())
+    return make_plan(load_recipe(path, ["train.amp=auto"]), get_registry())
 
 
 @pytest.fixture
@@ -55,7 +57,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def plan_of(recipe, *overrides):
-    return make_plan(load_recipe(recipe, list(overrides)), get_registry())
+    """The plan of ``recipe`` with ``amp = "auto"`` (the tests' recipe pins it off) and ``overrides``."""
+    return make_plan(load_recipe(recipe, ["train.amp=auto", *overrides]), get_registry())
 
 
 def ticks(*elapsed):
@@ -92,11 +95,61 @@ def test_mps_rule_is_fp32_nchw():
     assert autotune.rule(MPS) == OFF_NCHW
 
 
-def test_resolve_on_cpu_keeps_make_plans_rule_without_measuring(tiny_plan, monkeypatch, capsys):
-    monkeypatch.setattr(autotune, "tune", lambda *a, **k: pytest.fail("CPU runs are not measured"))
+def test_resolve_on_a_cpu_without_bf16_keeps_make_plans_rule_without_measuring(tiny_plan, monkeypatch, capsys):
+    monkeypatch.setattr(autotune, "cpu_bf16", lambda: False)
+    monkeypatch.setattr(autotune, "tune", lambda *a, **k: pytest.fail("this CPU is not measured"))
     assert (tiny_plan.amp_dtype, tiny_plan.channels_last) == (None, True)
     assert autotune.resolve(tiny_plan, get_registry()) == OFF_NHWC
     assert capsys.readouterr().err == ""
+
+
+def test_resolve_on_a_cpu_with_bf16_measures_when_amp_is_auto(tiny_recipe, monkeypatch):
+    monkeypatch.setattr(autotune, "cpu_bf16", lambda: True)
+    tuned = []
+    monkeypatch.setattr(autotune, "tune", lambda plan, registry: tuned.append(plan.recipe.train) or BF16_NHWC)
+    assert autotune.resolve(plan_of(tiny_recipe), get_registry()) == BF16_NHWC
+    assert autotune.resolve(plan_of(tiny_recipe, "train.channels_last=false"), get_registry()) == BF16_NHWC
+    assert len(tuned) == 2
+    # An explicit amp leaves nothing worth measuring on a CPU: the layout is the rule's.
+    assert autotune.resolve(plan_of(tiny_recipe, "train.amp=off"), get_registry()) == OFF_NHWC
+    assert len(tuned) == 2
+
+
+@pytest.mark.parametrize("device, amp, channels_last, bf16, measured", [
+    (CUDA, "auto", "auto", False, True), (CUDA, "off", "auto", False, True), (CUDA, "auto", True, False, True),
+    (CUDA, "off", False, True, False),
+    (CPU, "auto", "auto", True, True), (CPU, "auto", False, True, True), (CPU, "off", "auto", True, False),
+    (CPU, "auto", "auto", False, False), (MPS, "auto", "auto", True, False),
+])
+def test_what_is_measured_where(device, amp, channels_last, bf16, measured, monkeypatch):
+    monkeypatch.setattr(autotune, "cpu_bf16", lambda: bf16)
+    assert autotune.measures(device, amp, channels_last) is measured
+
+
+def test_an_onednn_isa_cap_below_bf16_turns_cpu_bf16_off():
+    """The AVX2 emulation on an AVX-512 machine (docs/performance.md) must not measure an emulated bf16."""
+    code = "from gantool import autotune; print(autotune.cpu_bf16())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_cpus_identity_keys_its_threads_and_isa_cap(monkeypatch):
+    monkeypatch.setattr(autotune, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(autotune, "cpu_kind", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    name, plain = autotune.device_identity(CPU)
+    assert name == "CPU AVX512 with bf16" and f"{torch.get_num_threads()} threads" in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert autotune.device_identity(CPU)[1] != plain
+
+
+def test_a_cpu_times_fewer_steps_than_a_gpu(tiny_plan, cache, fake_steps, monkeypatch):
+    counted = []
+    monkeypatch.setattr(autotune, "_time_steps", lambda update, real, d_steps, clock, warmup, steps:
+                        counted.append((warmup, steps)) or 0.01)
+    autotune.tune(tiny_plan, get_registry())
+    assert set(counted) == {(autotune.CPU_WARMUP, autotune.CPU_STEPS)}
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -184,7 +237,7 @@ def test_tune_picks_the_fastest_logs_it_caches_it_and_reuses_it(tiny_plan, cache
     assert speed == OFF_NHWC and fake_steps == ["bf16/NHWC", "bf16/NCHW", "off/NHWC", "off/NCHW"]
     path = next(cache.iterdir())
     line = capsys.readouterr().err.strip()
-    kind = autotune.cpu_kind()
+    kind = autotune.device_identity(CPU)[0].removeprefix("CPU ")
     assert line == (f"auto settings for CPU {kind}, batch 64: amp off, channels_last on (measured per step: "
                     f"bf16/NHWC 9.4 ms, bf16/NCHW 12.0 ms, off/NHWC 8.1 ms, off/NCHW 9.0 ms; cached in {path})")
     # The second run of the same model and batch reads the cache: nothing is measured.
@@ -323,6 +376,23 @@ def test_the_trainer_stores_the_settings_and_a_resumed_auto_run_keeps_them(tiny_
     assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
     # A fresh run of the same recipe follows the rule.
     assert Trainer(load_recipe(tiny_recipe), get_registry(), tmp_path / "fresh").plan.channels_last is True
+
+
+@pytest.mark.skipif(not autotune.cpu_bf16(), reason="needs a CPU with bf16 instructions (AVX512-BF16 or AMX)")
+def test_a_cpu_with_bf16_measures_caches_and_a_resumed_run_keeps_the_choice(tiny_recipe, tmp_path, cache, capsys):
+    """The real measurement, on a CPU where bf16 and fp32 are both worth timing."""
+    recipe = load_recipe(tiny_recipe, ["train.amp=auto", "train.max_steps=2"])
+    trainer = Trainer(recipe, get_registry(), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert " with bf16, batch 64: " in err and "measured per step: bf16/NHWC " in err and " off/NCHW " in err, err
+    speed = Speed(trainer.speed["amp"], trainer.speed["channels_last"])
+    assert (trainer.plan.amp_dtype, trainer.plan.channels_last) == (speed.dtype, speed.channels_last)
+    trainer.fit()
+    Trainer(recipe, get_registry(), tmp_path / "again")
+    assert "(cached in " in capsys.readouterr().err
+    resumed = Trainer(load_recipe(tiny_recipe, ["train.amp=auto", "train.max_steps=4"]), get_registry(), tmp_path / "run",
+                      resume=True)
+    assert "(kept from the checkpoint)" in capsys.readouterr().err and resumed.speed == trainer.speed
 
 
 def test_apply_converts_the_networks_in_place(tiny_recipe):

@@ -58,6 +58,7 @@ lr = 1e-3
 batch_size = 8
 epochs = 100
 max_steps = 6
+amp = "off"  # not "auto": on a CPU with bf16 one process and two measure at different batches
 log_every = 1
 sample_every = 0
 checkpoint_every = 0
