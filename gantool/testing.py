@@ -59,7 +59,8 @@ _TINY = {
 
 
 def tiny_recipe(**tables) -> dict:
-    """The recipe ``check_resume`` and ``check_callback`` train (CPU, 16 px noise, dcgan, 6 steps).
+    """The recipe ``check_resume`` and ``check_callback`` train (CPU, 16 px noise, dcgan, 6 steps,
+    fp32: ``amp = "off"``, so the checks do not depend on whether the CPU has bf16).
 
     ``tables`` merge into it as ``extends`` merges files: keys are replaced one by one,
     except that a component table with another ``type`` replaces the whole table, e.g.

@@ -55,6 +55,15 @@ def tiny_recipe(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The suite's runs, and the CLI processes it starts, keep their caches (autotune
+    choices, metric statistics) in a folder of their own, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GANTOOL_CACHE_DIR", str(tmp_path_factory.mktemp("gantool-cache")))
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, with the reason shown, where torch sees no GPU."""
     import torch
