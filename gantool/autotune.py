@@ -124,6 +124,8 @@ def resolve(plan, registry, *, resuming: bool = False, stored: dict | None = Non
     - on resume, the checkpoint's (``stored``, its "speed" record) when it was written on
       the same device type, so the resumed run computes exactly what it would have; a
       checkpoint without the record predates measuring and used the rule, so the rule;
+      but not bf16 measured on a CPU with bf16 instructions when this CPU lacks them:
+      oneDNN would emulate it, ~28x slower (docs/performance.md);
     - else where ``measures`` says so (CUDA; amp on a CPU with bf16) a measurement
       (``tune``, cached);
     - else the rule ``make_plan`` already applied.
@@ -138,11 +140,17 @@ def resolve(plan, registry, *, resuming: bool = False, stored: dict | None = Non
         return current
     if resuming and (stored is None or stored.get("device") == device.type):
         speed, note = current, "the rule, as when the run started: its checkpoint predates measured settings"
+        emulated = False
         if stored is not None:
             speed = Speed(stored["amp"] if auto_amp else current.amp,
                           stored["channels_last"] if auto_layout else current.channels_last)
             note = "kept from the checkpoint"
-        if measures(device, train.amp, train.channels_last) and rank == 0:
+            emulated = device.type == "cpu" and auto_amp and speed.amp != "off" and not cpu_bf16()
+            if emulated:
+                speed = Speed("off", speed.channels_last)
+                note = (f"not the checkpoint's {stored['amp']}: this CPU has no bf16 instructions and would emulate "
+                        "them ~28x slower; the run goes on in fp32, close to but not bit-identical with the original")
+        if (measures(device, train.amp, train.channels_last) or emulated) and rank == 0:
             _log(describe(device_identity(device)[0], plan.data.local_batch, speed, note))
         return speed
     if not measures(device, train.amp, train.channels_last):

@@ -340,6 +340,19 @@ def test_resume_on_cuda_reuses_the_stored_choice_instead_of_measuring(monkeypatc
     assert "predates measured settings" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_resume_on_a_cpu_keeps_a_measured_bf16_only_where_the_cpu_has_it(tiny_plan, has_bf16, monkeypatch, capsys):
+    monkeypatch.setattr(autotune, "cpu_bf16", lambda: has_bf16)
+    monkeypatch.setattr(autotune, "tune", lambda *a, **k: pytest.fail("a resumed run is not measured"))
+    stored = {"amp": "bf16", "channels_last": False, "device": "cpu"}
+    speed = autotune.resolve(tiny_plan, None, resuming=True, stored=stored)
+    err = capsys.readouterr().err
+    if has_bf16:
+        assert speed == BF16_NCHW and err.endswith("(kept from the checkpoint)\n")
+    else:  # emulated bf16 is ~28x slower: fp32, and the stored layout
+        assert speed == OFF_NCHW and "not the checkpoint's bf16: this CPU has no bf16 instructions" in err
+
+
 def test_resume_on_another_device_type_chooses_again(monkeypatch):
     monkeypatch.setattr(autotune, "tune", lambda plan, registry: OFF_NCHW)
     stored = {"amp": "bf16", "channels_last": True, "device": "cpu"}
