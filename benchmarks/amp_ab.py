@@ -13,7 +13,8 @@ AVX512-BF16 or AMX, oneDNN emulates bf16, which shows as a ratio well below 1.
 
 from __future__ import annotations
 
-from layout_ab import arguments, report, time_ab, updater  # the same recipe, A/B timing and report
+# The same recipe, A/B timing and report as layout_ab.py.
+from layout_ab import arguments, report, time_ab, updater
 
 from gantool import autotune
 
