@@ -403,8 +403,8 @@ def test_a_cpu_with_bf16_measures_caches_and_a_resumed_run_keeps_the_choice(tiny
     trainer.fit()
     Trainer(recipe, get_registry(), tmp_path / "again")
     assert "(cached in " in capsys.readouterr().err
-    resumed = Trainer(load_recipe(tiny_recipe, ["train.amp=auto", "train.max_steps=4"]), get_registry(), tmp_path / "run",
-                      resume=True)
+    longer = load_recipe(tiny_recipe, ["train.amp=auto", "train.max_steps=4"])
+    resumed = Trainer(longer, get_registry(), tmp_path / "run", resume=True)
     assert "(kept from the checkpoint)" in capsys.readouterr().err and resumed.speed == trainer.speed
 
 
