@@ -127,13 +127,17 @@ def _open_regular(path: Path):
 def _read_header(f, path: Path) -> tuple[dict, int]:
     """(header dict, file size): the 8-byte length is checked against the file and the cap first."""
     size = os.fstat(f.fileno()).st_size
-    first = f.read(8)
-    if first[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or first[:4] == b"PK\x03\x04":
+    first = f.read(9)
+    # A safetensors header (JSON) starts with "{" at byte 8. Only without it can the first
+    # bytes be a pickle's or a zip's signature: as a length, 0x80 0x02 is a 640-byte header.
+    pickled = first[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or first[:4] == b"PK\x03\x04"
+    if pickled and first[8:9] != b"{":
         raise GantoolError(f"{path}: {NOT_OURS}: a pickle or torch.save file, which gantool never "
                            "unpickles (it can run code); use a checkpoint written by gantool run")
     if len(first) < 8:
         raise GantoolError(f"{path}: {NOT_OURS}: {size} bytes, too short (empty or truncated)")
-    n = int.from_bytes(first, "little")
+    n = int.from_bytes(first[:8], "little")
+    f.seek(8)
     if n > size - 8:
         raise GantoolError(f"{path}: {NOT_OURS}: its header claims {n} bytes but the file has {size} "
                            "(truncated, or another format)")

@@ -121,6 +121,22 @@ def test_a_broken_checkpoint_file_is_one_line_naming_it(run, tmp_path, make, nee
     one_error(invoke(command, bad), str(bad), needle)
 
 
+@pytest.mark.parametrize("header_bytes", [640, 896, 1152, 1408])
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path, header_bytes):
+    """As the file's first bytes, 640 is 0x80 0x02: a pickle's signature. Seen with torch 2.4's Adam state."""
+    from gantool.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "ckpt.safetensors"
+    for pad in range(header_bytes):
+        save_checkpoint(path, modules={"w": torch.nn.Linear(2, 2)}, optimizers={}, rng={},
+                        metadata={"pad": "x" * pad})
+        if struct.unpack("<Q", path.read_bytes()[:8])[0] == header_bytes:
+            break
+    assert path.read_bytes()[:2] == bytes([0x80, header_bytes >> 8])
+    tensors, meta = load_checkpoint(path)
+    assert meta["pad"] == "x" * pad and tensors["w.weight"].shape == (2, 2)
+
+
 def test_the_header_length_is_checked_against_the_size_cap(run, tmp_path, monkeypatch):
     from gantool import checkpoint
 
