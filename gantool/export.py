@@ -9,6 +9,7 @@ leaves no file behind and keeps a previous export.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)``, the default and recommended exporter of
 torch >= 2.9 (it needs onnxscript); ``dynamic_shapes`` marks the batch dimension of every input.
+torch 2.4, whose export has no ``dynamic_shapes``, uses its TorchScript-based exporter instead.
 TorchScript goes through ``torch.jit.trace``, which PyTorch has deprecated: tracing records
 ``z.shape[0]`` as a size op, so the batch stays dynamic, and the check proves it.
 """
@@ -16,6 +17,7 @@ TorchScript goes through ``torch.jit.trace``, which PyTorch has deprecated: trac
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -37,6 +39,8 @@ SEED = 0
 MAX_ONNX_BYTES = 2**31 - 2**26  # one protobuf holds at most 2 GiB, and the graph needs some of it
 INPUT_NAMES = ("z", "labels")
 OUTPUT_NAME = "images"
+DYNAMO_ONNX = "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5
+LEGACY_OPSET = 17  # torch < 2.5 only: an opset its TorchScript-based exporter writes
 
 
 def require_extra(fmt: str) -> None:
@@ -138,6 +142,8 @@ def write_model(generator, example: tuple, fmt: str, dest: Path, what: str) -> d
                 if nbytes > MAX_ONNX_BYTES:
                     raise GantoolError(f"{what}: {nbytes / 2**30:.1f} GiB of weights do not fit in one ONNX file; "
                                        "use --format torchscript")
+                if not DYNAMO_ONNX:
+                    return _write_onnx_traced(generator, example, names, dest)
                 batch = torch.export.Dim("batch")
                 program = torch.onnx.export(generator, example, dynamo=True, verbose=False, input_names=names,
                                             output_names=[OUTPUT_NAME],
@@ -157,6 +163,19 @@ def write_model(generator, example: tuple, fmt: str, dest: Path, what: str) -> d
         hint = "try --format torchscript" if fmt == "onnx" else "try --format onnx"
         raise RunFailed(f"{what} cannot be exported to {fmt}: {_cause(e)}; {hint}, or make its forward "
                         "traceable (no Python branches on tensor values, the batch size read from z.shape[0])") from e
+
+
+def _write_onnx_traced(generator, example: tuple, names: list[str], dest: Path) -> dict:
+    """torch < 2.5 has no ``dynamic_shapes``: its TorchScript-based exporter, the batch marked in ``dynamic_axes``.
+
+    Unlike the dynamo exporter, tracing does not refuse a Python branch on a tensor: it records
+    the branch taken (shape checks, as in DCGAN's layers, are such branches, and harmless). The
+    check at other batch sizes then catches a branch that depends on the batch size.
+    """
+    torch.onnx.export(generator, example, str(dest), input_names=names, output_names=[OUTPUT_NAME],
+                      dynamic_axes={name: {0: "batch"} for name in (*names, OUTPUT_NAME)},
+                      opset_version=LEGACY_OPSET)
+    return {"opset": LEGACY_OPSET, "exporter": "torch.onnx.export (TorchScript-based)"}
 
 
 def _cause(error: BaseException, *, code: bool = True) -> str:
