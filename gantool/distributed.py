@@ -83,6 +83,21 @@ def init(device) -> Context:
     return ctx
 
 
+_HELD: dict[str, tuple] = {}  # the latest collective's tensors per call site: see keep_alive
+
+
+def keep_alive(site: str, *tensors) -> None:
+    """Keep a finished collective's tensors referenced from Python until ``site``'s next one.
+
+    A gloo worker thread lets go of a collective's tensors just after the collective ends.
+    Were its reference the last, freeing a tensor that Python made would need the GIL, and
+    torch < 2.8 destroys the process group (joining those threads) with the GIL held: the
+    run hung at exit, after its checkpoint, in about half of the 2-process CPU test runs
+    on torch 2.4 (fixed upstream by pytorch/pytorch#154976).
+    """
+    _HELD[site] = tensors
+
+
 def shutdown():
     import torch.distributed as dist
 

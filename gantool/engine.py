@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import gantool
-from gantool import autotune, finetune, outputs, rundir
+from gantool import autotune, distributed, finetune, outputs, rundir
 from gantool.checkpoint import (
     has_module,
     load_checkpoint,
@@ -207,6 +207,7 @@ class Trainer:
             flags = torch.tensor([float(interrupt.requested), float(self.stop_reason is not None)], device=means.device)
             buffer = torch.cat([means, flags])
             dist.all_reduce(buffer)
+            distributed.keep_alive("stats", buffer)
             means, (interrupted, stopped) = buffer[:-2] / self.world_size, (buffer[-2:] > 0).tolist()
             if interrupted or stopped:
                 self._agreed_stop = "interrupted" if interrupted else "stopped"
@@ -269,6 +270,7 @@ class Trainer:
                                  for net in (self.generator, self.discriminator)])
         gathered = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(gathered, local)
+        distributed.keep_alive("checksums", local, *gathered)
         sums = [g.tolist() for g in gathered]
         in_sync = all(s == sums[0] for s in sums)
         if not in_sync and self.is_main:
@@ -495,8 +497,6 @@ def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool |
     if resume:
         out_dir = Path(out_dir) if out_dir else latest_run_dir(recipe)
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
-    from gantool import distributed
-
     ctx = distributed.from_env()
     if not ctx.enabled or ctx.rank == 0:
         rundir.prepare(out_dir, resume=resume, overwrite=overwrite)
