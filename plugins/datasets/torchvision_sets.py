@@ -69,12 +69,16 @@ class _TorchvisionImages(InMemoryImages):
             print(f"{self.name}: downloading {self.tv_class} into {self.root} ...", file=sys.stderr, flush=True)
             new = next((p for p in (self.root, self.folder) if not p.exists()), None)
             try:
-                with _quiet_download():
+                with _quiet_download() as printed:
                     cls(str(self.root), train=self.train, download=True)
             except Exception as exc:  # noqa: BLE001 -- URLError, RuntimeError, OSError, timeouts
                 if new is not None:
                     _remove_empty_folders(new)  # leave no empty data/MNIST/raw behind
-                raise GantoolError(self._missing(f"downloading them failed ({_last_line(exc)})")) from None
+                reason = _last_line(exc)
+                if str(exc).startswith("Error downloading") and "\n" not in str(exc).strip():
+                    # older torchvision (0.19 here) printed each mirror's error and raised without it
+                    reason = f"{reason}: {_last_line(printed.getvalue())}"
+                raise GantoolError(self._missing(f"downloading them failed ({reason})")) from None
         try:
             return cls(str(self.root), train=self.train, download=False)
         except Exception as exc:  # noqa: BLE001 -- truncated files, checksum mismatch
@@ -234,12 +238,12 @@ class CIFAR10(_TorchvisionImages):
 
 @contextlib.contextmanager
 def _quiet_download():
-    """Keep torchvision's prints off stdout (its progress bar stays on stderr); never hang forever."""
+    """Keep torchvision's prints off stdout (yielded; its progress bar stays on stderr); never hang forever."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            yield printed
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -250,6 +254,7 @@ def _remove_empty_folders(root: Path):
             os.rmdir(folder)  # fails (and is skipped) unless the folder is empty
 
 
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+def _last_line(error: BaseException | str) -> str:
+    """The last line of an error's message (or of printed text); the error's type when it has none."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
