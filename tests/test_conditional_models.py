@@ -61,7 +61,10 @@ def test_unconditional_construction_is_bit_identical_to_before(kind, size, param
     for extra in ({}, {"num_classes": 0}):
         torch.manual_seed(0)
         model = CLASSES[kind](image_shape=(3, size, size), **params, **extra)
-        assert checksum(model) == pytest.approx(digest, rel=1e-12, abs=1e-12)
+        # Spectral norm's power iteration at construction rounds differently on other torch
+        # versions (torch 2.4.1: 1.5e-8 relative); every other digest is the same there.
+        rel = 1e-7 if params.get("spectral_norm") else 1e-12
+        assert checksum(model) == pytest.approx(digest, rel=rel, abs=1e-12)
         assert torch.rand(1).item() == pytest.approx(next_draw, rel=0, abs=0)
         assert model.num_classes == 0
         assert not any(isinstance(m, nn.Embedding | ConditionalBatchNorm2d) for m in model.modules())
