@@ -508,10 +508,13 @@ def run(recipe: Recipe, registry, *, out_dir: Path | None = None, resume: bool |
     # Launched by torchrun: one process per GPU (or several CPU processes with gloo).
     device = distributed.rank_device(resolve_device(recipe.run.device, recipe.locate("run", "device")), ctx)
     distributed.init(device)
+    trainer = None
     try:
         out_dir = distributed.broadcast_object(out_dir, ctx)  # rank 0's timestamped folder
         trainer = Trainer(recipe, registry, out_dir, resume=resume, console=console,
                           rank=ctx.rank, world_size=ctx.world_size, allow_changes=allow_changes, init_from=init_from)
         return trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.update.unwrap()
         distributed.shutdown()

@@ -83,6 +83,12 @@ class GANUpdate:
             self.ema.update(self.G.module, step)
         return stats
 
+    def unwrap(self):
+        """Call the plain modules from now on: drops the DDP wrappers, whose reducers hold the
+        process group, so that ``distributed.shutdown`` is what destroys it (see there)."""
+        for net in (self.G, self.D):
+            net.train_call = net.frozen_call = net.module
+
     def draw(self, batches) -> list[tuple]:
         """(real, real_labels, z, fake_labels) for each discriminator step of the next step.
 
