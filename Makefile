@@ -3,9 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3
 # Exact pins for this project's build machines (local wheels); pyproject keeps ranges.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# The oldest torch that pyproject admits: `make test-oldest` runs the suite on it in its own venv.
+OLDEST_TORCH_PINS := torch==2.4.1 torchvision==0.19.1
 BIN := $(VENV)/bin
 
-.PHONY: test demo demo-conditional install clean
+.PHONY: test test-oldest demo demo-conditional install clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q
 
+test-oldest:
+	$(MAKE) test VENV=.venv-oldest TORCH_PINS="$(OLDEST_TORCH_PINS)"
+
 demo: install
 	$(BIN)/gantool run recipes/dcgan_mnist5k.toml --out runs/demo --overwrite
 	@echo "sample grid: runs/demo/samples/final.png"
@@ -29,4 +34,4 @@ demo-conditional: install
 	@echo "one row per digit: runs/demo-conditional/samples/final.png"
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) .venv-oldest runs build *.egg-info
