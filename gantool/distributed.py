@@ -83,19 +83,31 @@ def init(device) -> Context:
     return ctx
 
 
-_HELD: dict[str, tuple] = {}  # the latest collective's tensors per call site: see keep_alive
+# The latest collective's tensors, per collective. A gloo worker thread lets go of them
+# just after the collective ends. Were its reference the last, freeing a tensor that Python
+# made would need the GIL, and torch 2.4 destroys the process group (joining those threads)
+# with the GIL held: the run hung at exit, after its checkpoint, in 5 of 8 runs of the DDP
+# tests (tests/test_distributed.py), and in none of 20 with them held. See also ``shutdown``.
+_HELD: dict[str, tuple] = {}
 
 
-def keep_alive(site: str, *tensors) -> None:
-    """Keep a finished collective's tensors referenced from Python until ``site``'s next one.
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` over the ranks, in place; it is held in ``_HELD``."""
+    import torch.distributed as dist
 
-    A gloo worker thread lets go of a collective's tensors just after the collective ends.
-    Were its reference the last, freeing a tensor that Python made would need the GIL, and
-    torch 2.4 destroys the process group (joining those threads) with the GIL held: the
-    run hung at exit, after its checkpoint, in 5 of 8 runs of the DDP tests
-    (tests/test_distributed.py), and in none of 20 with this. See also ``shutdown``.
-    """
-    _HELD[site] = tensors
+    dist.all_reduce(tensor)
+    _HELD["all_reduce"] = (tensor,)
+
+
+def all_gather(tensor) -> list:
+    """Every rank's ``tensor``, in rank order; the tensors are held (``_HELD``)."""
+    import torch
+    import torch.distributed as dist
+
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor)
+    _HELD["all_gather"] = (tensor, *gathered)
+    return gathered
 
 
 def shutdown():
@@ -107,7 +119,7 @@ def shutdown():
     process hung at exit, after its checkpoint: in 5 of 10 runs of the DDP tests
     on torch 2.11 (none of 10 on 2.14), and none of 10 with this order. The Python side
     releases the GIL when it destroys the group (pytorch#154976); on torch 2.4, which does
-    not, ``keep_alive`` is what helps.
+    not, holding the collectives' tensors (``_HELD``) is what helps.
     """
     import gc
 

@@ -202,12 +202,9 @@ class Trainer:
         keys = ["loss_d", "loss_g", *(k for k in sums if k not in ("loss_d", "loss_g"))]
         means = torch.stack([sums[k] / counts[k] for k in keys])
         if self.world_size > 1:
-            import torch.distributed as dist
-
             flags = torch.tensor([float(interrupt.requested), float(self.stop_reason is not None)], device=means.device)
             buffer = torch.cat([means, flags])
-            dist.all_reduce(buffer)
-            distributed.keep_alive("stats", buffer)
+            distributed.all_reduce_sum(buffer)
             means, (interrupted, stopped) = buffer[:-2] / self.world_size, (buffer[-2:] > 0).tolist()
             if interrupted or stopped:
                 self._agreed_stop = "interrupted" if interrupted else "stopped"
@@ -263,15 +260,10 @@ class Trainer:
 
     def _rank_checksums(self) -> dict:
         """Every rank's parameter checksums: DDP keeps them bitwise equal, summary.json shows it."""
-        import torch.distributed as dist
-
         with torch.no_grad():
             local = torch.stack([torch.stack([p.double().sum() for p in net.parameters()]).sum()
                                  for net in (self.generator, self.discriminator)])
-        gathered = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(gathered, local)
-        distributed.keep_alive("checksums", local, *gathered)
-        sums = [g.tolist() for g in gathered]
+        sums = [g.tolist() for g in distributed.all_gather(local)]
         in_sync = all(s == sums[0] for s in sums)
         if not in_sync and self.is_main:
             print(f"warning: parameters differ across ranks at step {self.step}: {sums}", file=sys.stderr)
