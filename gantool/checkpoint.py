@@ -360,6 +360,22 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, metadata:
         groups = [{**saved, **{k: live[k] for k in RUNTIME_FLAGS if k in live}}
                   for saved, live in zip(groups, optimizer.param_groups)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    _match_param_layouts(optimizer)
+
+
+def _match_param_layouts(optimizer: torch.optim.Optimizer):
+    """Give each restored state tensor its parameter's strides (checkpoints store them contiguous).
+
+    With channels_last parameters, CUDA's fused Adam refuses state of another layout ("must
+    have same dtype, device, and layout"), and torch's fused CPU kernel silently computes
+    wrong updates.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:

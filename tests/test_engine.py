@@ -74,6 +74,42 @@ def test_resume_with_ema_and_dropout_is_bit_identical(tiny_recipe, tmp_path):
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
+def test_resumed_optimizer_state_takes_its_parameters_layout(tiny_recipe, tmp_path):
+    """Checkpoints store Adam's moments contiguous, while the CPU default trains in channels_last.
+    Restored moments must get their parameter's strides: CUDA's fused Adam refuses a mismatch,
+    and torch's fused CPU Adam silently computes wrong updates from one."""
+    train(tiny_recipe, tmp_path / "run", "train.max_steps=1")
+    trainer, _ = train(tiny_recipe, tmp_path / "run", "train.max_steps=2", resume=True)
+    moments = [(p, s["exp_avg"]) for opt in trainer.plan.optimizers.values() for p, s in opt.state.items()]
+    assert any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p, _ in moments)
+    assert [p.stride() for p, _ in moments] == [m.stride() for _, m in moments]
+
+
+def test_a_fused_adam_resumes_channels_last_state_exactly(tmp_path):
+    from gantool.checkpoint import restore_optimizer, save_checkpoint
+
+    def adam(param):
+        return torch.optim.Adam([param], lr=0.1, fused=True)
+
+    weight = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    grads = [torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(i)) for i in (1, 2)]
+    straight, split = (torch.nn.Parameter(weight.contiguous(memory_format=torch.channels_last)) for _ in "ab")
+    opt = adam(straight)
+    for grad in grads:
+        straight.grad = grad.contiguous(memory_format=torch.channels_last)
+        opt.step()
+    opt = adam(split)
+    split.grad = grads[0].contiguous(memory_format=torch.channels_last)
+    opt.step()
+    save_checkpoint(tmp_path / "c.safetensors", modules={}, optimizers={"g": opt}, rng={}, metadata={})
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    opt = adam(split)
+    restore_optimizer(opt, tensors, meta, "g")
+    split.grad = grads[1].contiguous(memory_format=torch.channels_last)
+    opt.step()
+    assert torch.equal(straight, split)
+
+
 def test_checkpoint_is_pure_safetensors_and_rebuilds_generator(tiny_recipe, tmp_path):
     train(tiny_recipe, tmp_path / "run", "train.epochs=1")
     path = tmp_path / "run" / "checkpoints" / "last.safetensors"
