@@ -38,6 +38,7 @@ from gantool.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from gantool.data import mix_seed
 from gantool.errors import GantoolError, RunFailed
 from gantool.plan import make_plan, resolve_device
 from gantool.progress import Preparing
@@ -324,7 +325,7 @@ class Trainer:
             keys = [k[len(prefix):] for k in applied if k.startswith(prefix) and k != f"{prefix}type"]
             if keys:
                 apply_optimizer_settings(optimizer, fresh[net], keys, self.plan.schedulers.get(net))
-        set_rng_state(tensors, self.update.noise)
+        set_rng_state(tensors, self.update.noise, reseed=mix_seed(self.recipe.run.seed, 3, meta["step"]))
         self.step, self.batches_seen, self.best = meta["step"], meta["batches_seen"], meta.get("best")
         self.history, self.init_from = list(meta.get("history", [])), meta.get("init_from")
         if applied:
@@ -343,9 +344,18 @@ def rng_state(noise: torch.Generator) -> dict:
     return state
 
 
-def set_rng_state(tensors: dict, noise: torch.Generator):
+def set_rng_state(tensors: dict, noise: torch.Generator, reseed: int):
+    """Restore the RNGs. The latent generator's state is device-specific (CUDA's is a seed and
+    an offset, the CPU's a Mersenne Twister): a run resumed on another device type draws its
+    latents from ``reseed`` on, and says so."""
     torch.set_rng_state(tensors["rng.torch"])
-    noise.set_state(tensors["rng.noise"])
+    if tensors["rng.noise"].numel() == noise.get_state().numel():
+        noise.set_state(tensors["rng.noise"])
+    else:
+        noise.manual_seed(reseed)
+        print(f"resuming on {noise.device.type}: the latent generator was saved on another device type, "
+              "so latents continue from a new seed (the run is not bit-identical to an uninterrupted one)",
+              file=sys.stderr, flush=True)
     for key, value in tensors.items():
         if key.startswith("rng.cuda.") and torch.cuda.is_available():
             index = int(key.rsplit(".", 1)[1])

@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from conftest import run_cli
 from gantool.checkpoint import load_checkpoint
@@ -108,6 +109,21 @@ def test_a_fused_adam_resumes_channels_last_state_exactly(tmp_path):
     split.grad = grads[1].contiguous(memory_format=torch.channels_last)
     opt.step()
     assert torch.equal(straight, split)
+
+
+def test_a_run_saved_on_another_device_type_resumes_with_fresh_latents(tiny_recipe, tmp_path, capsys):
+    """CUDA's latent generator state is 16 bytes (seed, offset), the CPU's 5056: a run trained on
+    a GPU resumes on a CPU (and back), with one line saying its latents continue from a new seed."""
+    train(tiny_recipe, tmp_path / "run", "train.max_steps=1")
+    path = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    tensors["rng.noise"] = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    save_file(tensors, path, metadata=metadata)
+    _, summary = train(tiny_recipe, tmp_path / "run", "train.max_steps=2", resume=True)
+    assert summary["steps"] == 2
+    assert "the latent generator was saved on another device type" in capsys.readouterr().err
 
 
 def test_checkpoint_is_pure_safetensors_and_rebuilds_generator(tiny_recipe, tmp_path):
