@@ -20,6 +20,15 @@ def mix_seed(*numbers: int) -> int:
     return h
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to ``device`` without waiting for it: a plain copy from pageable host memory to
+    a GPU synchronises the stream, so the host could not queue the next step while the
+    current one runs. A pinned staging copy makes it asynchronous."""
+    if device.type != "cuda" or tensor.is_cuda:
+        return tensor.to(device)
+    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
+
+
 class BatchStream:
     """Global batch ``g`` = a fixed slice of epoch ``g // steps_per_epoch``'s permutation.
 
@@ -54,7 +63,10 @@ class BatchStream:
     def permutation(self, epoch: int) -> torch.Tensor:
         if self._perm_epoch != epoch:
             g = torch.Generator().manual_seed(mix_seed(self.seed, 1, epoch))
-            self._perm, self._perm_epoch = torch.randperm(self.size, generator=g), epoch
+            order = torch.randperm(self.size, generator=g)  # drawn on the CPU: the same order on every device
+            # beside in-memory images, so that a step slices it on their device without a host copy
+            self._perm = order.to(self.images.device) if self.images is not None else order
+            self._perm_epoch = epoch
         return self._perm
 
     def indices(self, g: int) -> torch.Tensor:
@@ -71,18 +83,18 @@ class BatchStream:
                 flips = torch.Generator().manual_seed(mix_seed(self.seed, 2, g))
                 coins = torch.rand(self.global_batch, generator=flips)
                 flip = coins[self.rank * self.local_batch :][: len(x)] < 0.5
-                x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+                x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(3), x)
             yield x, y
 
     def _labels_of(self, idx: torch.Tensor) -> torch.Tensor | None:
         if self.labels is None:
             return None
-        return self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True)
+        return to_device(self.labels.index_select(0, idx.to(self.labels.device)), self.device)
 
     def _from_memory(self, start):
         for g in range(start, 1 << 62):
-            idx = self.indices(g).to(self.images.device)
-            x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
+            idx = self.indices(g)
+            x = to_device(self.images.index_select(0, idx), self.device)
             yield x.float().div_(127.5).sub_(1.0), self._labels_of(idx)
 
     def _from_loader(self, start):

@@ -271,3 +271,39 @@ def test_cuda_a_component_that_is_not_capturable_keeps_the_run_eager(cuda_recipe
     assert run.update.graph is None
     assert "declares capturable = False" in capsys.readouterr().err
     run.fit()
+
+
+@pytest.mark.cuda
+def test_cuda_a_channels_last_run_resumes_bit_exact(cuda_recipe, tmp_path):
+    """Restored Adam moments take the parameters' NHWC strides, which fused Adam requires."""
+    steps = [*CUDA_STEPS[:-1], "train.channels_last=true"]
+    _trainer(cuda_recipe, tmp_path / "whole", *steps).fit()
+    _trainer(cuda_recipe, tmp_path / "split", *steps, "train.max_steps=7").fit()
+    resumed = _trainer(cuda_recipe, tmp_path / "split", *steps, resume=True)
+    assert resumed.plan.channels_last
+    resumed.fit()
+    _assert_same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+@pytest.mark.cuda
+def test_cuda_batches_reach_the_gpu_without_waiting_for_it():
+    """A plain copy from pageable host memory synchronises the stream: between graph replays
+    the host could then never queue the next step while the GPU runs the current one."""
+    from gantool.data import BatchStream
+
+    class Images:
+        hflip = True
+
+        def as_tensor(self):
+            return torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+
+    stream = BatchStream(Images(), 8, seed=0, device=torch.device("cuda"), labels=torch.arange(40) % 3)
+    batches = stream.iterate(0)
+    next(batches)  # the epoch's order goes to the GPU once, with a sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x, labels = next(batches)
+        x, labels = next(batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.is_cuda and labels.is_cuda and x.shape == (8, 3, 8, 8)
