@@ -174,7 +174,7 @@ class Trainer:
         self.generator.train(), self.discriminator.train()
         while self.step < self.total_steps and not self._stopping(interrupt):
             for key, value in self.update(batches, self.step, self.batches_seen).items():
-                sums[key] = sums[key] + value if key in sums else value
+                sums[key] = sums[key] + value if key in sums else value.clone()  # a logged buffer changes later
                 counts[key] = counts.get(key, 0) + 1
             self.step += 1
             self.batches_seen += train.d_steps_per_g

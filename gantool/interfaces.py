@@ -97,9 +97,14 @@ class StepContext:
     def log(self, name: str, value: torch.Tensor | float):
         """Log a scalar under ``name`` in metrics.jsonl, averaged over the logging interval.
 
-        Keep tensors on the device: the engine reads them only every ``log_every`` steps.
+        Keep tensors on the device: the engine reads them only every ``log_every`` steps. A
+        float is copied to the device, which waits for it, so a step that logs one is not
+        captured as a CUDA graph.
         """
-        self.stats[name] = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+        if torch.is_tensor(value):
+            self.stats[name] = value.detach().float()
+        else:
+            self.stats[name] = torch.tensor(float(value), device=self.real.device)
 
 
 class Loss:

@@ -128,6 +128,34 @@ def test_augmentation_wraps_the_builtin_dcgan_discriminator_and_ada_p_is_checkpo
     assert tensors["augment.probability"].item() == pytest.approx(p[-1])
 
 
+def test_a_logged_buffer_is_averaged_over_the_interval_not_read_at_its_end(tiny_recipe, tmp_path):
+    """ADA logs its live probability buffer and changes it in place at the next step: the
+    interval's mean must use each step's value."""
+    from gantool.engine import Trainer
+    from gantool.plugins import get_registry
+    from gantool.recipe import load_recipe
+
+    ada = ["train.epochs=1", "augment.type=ada", "augment.interval=1", "augment.initial_p=0.5", "augment.speed_kimg=1"]
+    for every in (1, 2):
+        recipe = load_recipe(tiny_recipe, [*ada, f"train.log_every={every}"])
+        Trainer(recipe, get_registry(), tmp_path / str(every)).fit()
+    each = [r["augment_p"] for r in records(tmp_path / "1")]
+    pairs = [r["augment_p"] for r in records(tmp_path / "2")]
+    assert len(set(each)) == 4
+    assert pairs == pytest.approx([(each[0] + each[1]) / 2, (each[2] + each[3]) / 2], rel=1e-6)
+
+
+def test_a_logged_float_goes_to_the_batches_device():
+    """The engine stacks the interval's statistics into one tensor: a float logged as a CPU
+    tensor would fail there on a GPU ("meta" stands in for one)."""
+    import gantool
+
+    real = torch.empty(2, 1, 4, 4, device="meta")
+    ctx = gantool.StepContext(0, 0, None, None, real, real)
+    ctx.log("gamma", 0.5)
+    assert ctx.stats["gamma"].device == real.device and ctx.stats["gamma"].dtype == torch.float32
+
+
 def test_diffaugment_is_applied_to_what_d_sees(tiny_recipe, tmp_path):
     from gantool.engine import Trainer
     from gantool.plugins import get_registry
