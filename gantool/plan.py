@@ -98,6 +98,8 @@ def make_plan(recipe: Recipe, registry, *, rank: int = 0, world_size: int = 1) -
     discriminator = build(("discriminator",), "discriminator", bounded=True, image_shape=shape,
                           num_classes=num_classes).to(device)
     loss = build(("loss",), "loss")
+    if isinstance(loss, torch.nn.Module):  # a loss with buffers (a margin, a running mean) trains where D does
+        loss = loss.to(device)
     amp_dtype = autocast_dtype(train.amp, device)
     channels_last = channels_last_setting(train.channels_last, device, train.amp)
     if channels_last:

@@ -156,6 +156,36 @@ def test_a_logged_float_goes_to_the_batches_device():
     assert ctx.stats["gamma"].device == real.device and ctx.stats["gamma"].dtype == torch.float32
 
 
+def test_a_loss_that_is_a_module_is_moved_to_the_run_device(tiny_recipe, tmp_path):
+    import gantool
+    from gantool.engine import Trainer
+    from gantool.plugins import get_registry
+    from gantool.recipe import load_recipe
+
+    moved = []
+
+    class MarginLoss(gantool.Loss, torch.nn.Module):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.register_buffer("margin", torch.tensor(1.0))
+
+        def _apply(self, fn, *args, **kwargs):  # what .to(device) calls
+            moved.append(fn)
+            return super()._apply(fn, *args, **kwargs)
+
+        def discriminator_loss(self, real_scores, fake_scores, ctx):
+            return (self.margin - real_scores).relu().mean() + (self.margin + fake_scores).relu().mean()
+
+        def generator_loss(self, real_scores, fake_scores, ctx):
+            return -fake_scores.mean()
+
+    registry = get_registry().copy()
+    registry.add("loss", "margin", MarginLoss, plugin="acme", version="1.0")
+    trainer = Trainer(load_recipe(tiny_recipe, ["loss.type=margin", "train.max_steps=1"]), registry, tmp_path / "run")
+    assert moved and trainer.plan.loss.margin.device == trainer.plan.device
+    trainer.fit()
+
+
 def test_diffaugment_is_applied_to_what_d_sees(tiny_recipe, tmp_path):
     from gantool.engine import Trainer
     from gantool.plugins import get_registry
