@@ -15,9 +15,10 @@ DCGAN-64 (ngf = ndf = 64) on a folder of 64 px JPEGs that the script writes. Con
 
 at batch 64 (and 256 for plain-bf16-cl and gantool with ``--big``). Each row: steady-state
 images/s (after the warm-up steps), the share of the GPU's peak that the convolution FLOPs
-reach (``--peak-tflops``; bf16 rows against the bf16 peak, fp32 rows against the fp32
-peak), and the peak GPU memory. The gantool rows run the engine in this process, so the
-peak memory is read the same way for every row.
+the loop computes reach (``--peak-tflops``; bf16 rows against the bf16 peak, fp32 rows
+against the fp32 peak), and the peak GPU memory. The gantool rows run the engine in this
+process, so the peak memory is read the same way for every row. A row that fails says why
+in the table, and the other rows still run.
 
     python benchmarks/gpu_speed.py                     # on a CUDA machine, a few minutes
     python benchmarks/gpu_speed.py --peak-tflops 989,67 --big
@@ -30,6 +31,7 @@ setting ("one call"), run it with ``timeout 290``: the default rows take a few m
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -161,17 +163,30 @@ def main():
         image_size, nz, ngf, ndf = 64, 100, 64, 64
 
     G, D, _ = build(Opt)
-    flops = gan_step_flops(conv_layer_flops(G, (100, 1, 1)), conv_layer_flops(D, (3, 64, 64)),
-                           d_weight_grads_in_g_step=False)
+    g_layers, d_layers = conv_layer_flops(G, (100, 1, 1)), conv_layer_flops(D, (3, 64, 64))
+    # The FLOPs each loop computes: the reference and plain loops also take D's weight
+    # gradients in the G step and discard them; gantool freezes D there (docs/performance.md).
+    flops = {"reference": gan_step_flops(g_layers, d_layers),
+             "gantool": gan_step_flops(g_layers, d_layers, d_weight_grads_in_g_step=False)}
     peaks = [float(x) * 1e12 for x in args.peak_tflops.split(",")] if args.peak_tflops else None
     rows = []
 
     def record(name, batch, precision, run):
+        """Run one row; a failure is a row that says why, and the table still prints."""
+        gc.collect()  # a previous row's models, optimizer state and graph pool: not this row's memory
         if device.type == "cuda":
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        rate = run()
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        rows.append((name, batch, precision, rate, peak))
+        try:
+            rate, peak = run(), None
+        except Exception as e:  # noqa: BLE001 - reported in the table, the other rows still run
+            reason = (str(e).strip().splitlines() or [""])[-1][:120]
+            rows.append((name, batch, f"failed: {type(e).__name__}: {reason}", None, None))
+            print(f"  {name:<18} batch {batch:<4} failed: {type(e).__name__}: {reason}", file=sys.stderr)
+            return
+        if device.type == "cuda":
+            peak = getattr(run, "peak", None) or torch.cuda.max_memory_allocated(device) / 2**20
+        rows.append((name, batch, precision() if callable(precision) else precision, rate, peak))
         print(f"  {name:<18} batch {batch:<4} {rate:10.0f} images/s", file=sys.stderr)
 
     for workers in (2, 8):
@@ -179,11 +194,13 @@ def main():
             cmd = [sys.executable, str(HERE / "reference_dcgan.py"), "--dataroot", str(folder),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(workers),
                    "--device", args.device, "--quiet"]
-            result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-            examples.peak = result.get("peak_gpu_mb")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
+            result = json.loads(proc.stdout)
+            examples.peak = result.get("peak_gpu_mb")  # measured in its own process
             return result["images_per_s"]
         record(f"examples-{workers}w", 64, "fp32", examples)
-        rows[-1] = (*rows[-1][:4], examples.peak)  # measured in its own process
     for batch in (64, 256) if args.big else (64,):
         record("plain-bf16-cl", batch, "bf16", lambda b=batch: plain_loop(
             data_u8, device, batch=b, steps=args.steps, warmup=args.warmup, bf16=True, channels_last=True))
@@ -196,24 +213,28 @@ def main():
             variants += [("gantool-compile", ["train.compile=true"])] if args.compile else []
         for name, overrides in variants:
             out = args.work / f"{name}-{batch}"
-            record(name, batch, "auto", lambda b=batch, o=out, s=overrides: gantool_run(
+            record(name, batch, lambda o=out: chosen(o), lambda b=batch, o=out, s=overrides: gantool_run(
                 folder, o, device, batch=b, steps=args.steps, warmup=args.warmup, overrides=s))
-            rows[-1] = (*rows[-1][:2], chosen(out), *rows[-1][3:])  # e.g. bf16/NHWC, as auto chose
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    print(f"\n{name}, torch {torch.__version__}, DCGAN-64, {flops / 1e9:.2f} conv GFLOP per image per step, "
-          f"{args.steps} timed steps after {args.warmup}")
+    print(f"\n{name}, torch {torch.__version__}, DCGAN-64, {args.steps} timed steps after {args.warmup}. "
+          f"Conv GFLOP per image per step: {flops['reference'] / 1e9:.3f} in the reference and plain loops, "
+          f"{flops['gantool'] / 1e9:.3f} in gantool (no D weight gradients in the G step)")
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
         print("fp32 and `off` rows: cuDNN runs their convolutions in TF32 (torch's default), "
               "so their share of the fp32 peak can exceed 100 % on larger batches.\n")
     print("| loop | batch | precision | images/s | share of peak | peak GPU MiB |")
     print("|---|---:|---|---:|---:|---:|")
     for loop, batch, precision, rate, peak in rows:
+        if rate is None:
+            print(f"| {loop} | {batch} | {precision} | – | – | – |")
+            continue
         share = "–"
         if peaks:
-            share = f"{rate * flops / (peaks[1] if precision.startswith(('fp32', 'off')) else peaks[0]):.1%}"
-        print(f"| {loop} | {batch} | {precision} | {rate:,.0f} | {share} | {peak:,.0f} |" if peak is not None
-              else f"| {loop} | {batch} | {precision} | {rate:,.0f} | {share} | – |")
+            work = flops["gantool" if loop.startswith("gantool") else "reference"]
+            share = f"{rate * work / (peaks[1] if precision.startswith(('fp32', 'off')) else peaks[0]):.1%}"
+        memory = f"{peak:,.0f}" if peak is not None else "–"
+        print(f"| {loop} | {batch} | {precision} | {rate:,.0f} | {share} | {memory} |")
 
 
 if __name__ == "__main__":
