@@ -9,7 +9,8 @@ leaves no file behind and keeps a previous export.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)``, the default and recommended exporter of
 torch >= 2.9 (it needs onnxscript); ``dynamic_shapes`` marks the batch dimension of every input.
-torch 2.4, whose export has no ``dynamic_shapes``, uses its TorchScript-based exporter instead.
+Before torch 2.7 the TorchScript-based exporter is used instead: torch 2.4's export has no
+``dynamic_shapes``, and the dynamo exporter of 2.5 and 2.6 fails on BatchNorm in eval mode.
 TorchScript goes through ``torch.jit.trace``, which PyTorch has deprecated: tracing records
 ``z.shape[0]`` as a size op, so the batch stays dynamic, and the check proves it.
 """
@@ -17,7 +18,6 @@ TorchScript goes through ``torch.jit.trace``, which PyTorch has deprecated: trac
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import logging
@@ -39,8 +39,9 @@ SEED = 0
 MAX_ONNX_BYTES = 2**31 - 2**26  # one protobuf holds at most 2 GiB, and the graph needs some of it
 INPUT_NAMES = ("z", "labels")
 OUTPUT_NAME = "images"
-DYNAMO_ONNX = "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5
-LEGACY_OPSET = 17  # torch < 2.5 only: an opset its TorchScript-based exporter writes
+# torch 2.5 and 2.6's dynamo exporter stops at eval-mode BatchNorm ("'tuple' object has no attribute 'dtype'")
+DYNAMO_ONNX = torch.__version__ >= "2.7"
+LEGACY_OPSET = 17  # torch < 2.7 only: an opset its TorchScript-based exporter writes
 
 
 def require_extra(fmt: str) -> None:
@@ -166,7 +167,7 @@ def write_model(generator, example: tuple, fmt: str, dest: Path, what: str) -> d
 
 
 def _write_onnx_traced(generator, example: tuple, names: list[str], dest: Path) -> dict:
-    """torch < 2.5 has no ``dynamic_shapes``: its TorchScript-based exporter, the batch marked in ``dynamic_axes``.
+    """torch < 2.7: the TorchScript-based exporter, the batch marked in ``dynamic_axes``.
 
     Unlike the dynamo exporter, tracing does not refuse a Python branch on a tensor: it records
     the branch taken (shape checks, as in DCGAN's layers, are such branches, and harmless). The

@@ -189,7 +189,7 @@ class BranchyGenerator(DCGANGenerator):
         return images
 
 
-@pytest.mark.skipif(not export.DYNAMO_ONNX, reason="torch < 2.5 traces through the branch (export.py)")
+@pytest.mark.skipif(not export.DYNAMO_ONNX, reason="torch < 2.7 traces through the branch (export.py)")
 def test_unexportable_third_party_generator_names_the_component(run, tmp_path, monkeypatch):
     registry = Registry()
     load_plugins(registry)
