@@ -194,7 +194,7 @@ def main():
             cmd = [sys.executable, str(HERE / "reference_dcgan.py"), "--dataroot", str(folder),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(workers),
                    "--device", args.device, "--quiet"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
             result = json.loads(proc.stdout)
