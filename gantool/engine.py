@@ -39,7 +39,7 @@ from gantool.checkpoint import (
     save_checkpoint,
 )
 from gantool.data import mix_seed
-from gantool.errors import GantoolError, RunFailed
+from gantool.errors import GantoolError, RunFailed, first_line
 from gantool.plan import make_plan, resolve_device
 from gantool.progress import Preparing
 from gantool.recipe import Recipe
@@ -127,7 +127,8 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to the end; the main process holds the run folder's lock throughout."""
-        with RunLock(self.out_dir) if self.is_main else contextlib.nullcontext(), _disk_errors(self):
+        with RunLock(self.out_dir) if self.is_main else contextlib.nullcontext(), _disk_errors(self), \
+                _compile_errors(self):
             if self.is_main:
                 if not self.resumed and rundir.holds_run(self.out_dir):  # another run got here first
                     rundir.prepare(self.out_dir, resume=False, overwrite=False)
@@ -472,6 +473,31 @@ def _disk_errors(run):
         last = run.out_dir / "checkpoints" / "last.safetensors"
         kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise RunFailed(f"{e.filename or run.out_dir}: {e.strerror} at step {run.step}{kept}") from None
+
+
+@contextlib.contextmanager
+def _compile_errors(run):
+    """A torch.compile failure is one line naming the recipe key that asked for it, not a
+    compiler's output: PyTorch's compilers fail on some models, devices and versions (torch
+    2.7's CPU code generator writes C++ that does not compile for DCGAN with 8 channels)."""
+    try:
+        yield
+    except torch._dynamo.exc.TorchDynamoException as e:
+        if not run.recipe.train.compile:
+            raise
+        last = run.out_dir / "checkpoints" / "last.safetensors"
+        kept = f"; the last checkpoint is {last}" if last.exists() else ""
+        asked = run.recipe.origins.get(("train", "compile")) or run.recipe.path
+        raise RunFailed(f"step {run.step}: torch.compile failed in PyTorch {torch.__version__} ({_compiler_cause(e)}); "
+                        f"train without it: [train] compile = false (set by {asked}), "
+                        f"or see the compiler's output with --debug{kept}") from e
+
+
+def _compiler_cause(e: Exception) -> str:
+    """The compiler's own error, with the first ``error:`` line of its output (a C++ compiler's)."""
+    inner = getattr(e, "inner_exception", None) or e
+    detail = next((line.split("error:", 1)[1].strip() for line in str(inner).splitlines()[1:] if "error:" in line), "")
+    return first_line(inner) + (f": {detail[:200]}" if detail else "")
 
 
 def default_out_dir(recipe: Recipe) -> Path:
