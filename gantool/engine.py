@@ -482,8 +482,8 @@ def _compile_errors(run):
     2.7's CPU code generator writes C++ that does not compile for DCGAN with 8 channels)."""
     try:
         yield
-    except torch._dynamo.exc.TorchDynamoException as e:
-        if not run.recipe.train.compile:
+    except RuntimeError as e:  # dynamo's errors are RuntimeErrors; torch._dynamo is only looked up then
+        if not run.recipe.train.compile or not isinstance(e, torch._dynamo.exc.TorchDynamoException):
             raise
         last = run.out_dir / "checkpoints" / "last.safetensors"
         kept = f"; the last checkpoint is {last}" if last.exists() else ""
