@@ -190,6 +190,8 @@ class BranchyGenerator(DCGANGenerator):
 
 
 @pytest.mark.skipif(not export.DYNAMO_ONNX, reason="torch < 2.7 traces through the branch (export.py)")
+@pytest.mark.skipif("2.8" <= torch.__version__ < "2.9",
+                    reason="torch 2.8's ONNX exporter falls back to draft export, which records the branch taken")
 def test_unexportable_third_party_generator_names_the_component(run, tmp_path, monkeypatch):
     registry = Registry()
     load_plugins(registry)
