@@ -326,7 +326,7 @@ class Trainer:
             keys = [k[len(prefix):] for k in applied if k.startswith(prefix) and k != f"{prefix}type"]
             if keys:
                 apply_optimizer_settings(optimizer, fresh[net], keys, self.plan.schedulers.get(net))
-        set_rng_state(tensors, self.update.noise, reseed=mix_seed(self.recipe.run.seed, 3, meta["step"]))
+        set_rng_state(tensors, self.update.noise, meta["step"])
         self.step, self.batches_seen, self.best = meta["step"], meta["batches_seen"], meta.get("best")
         self.history, self.init_from = list(meta.get("history", [])), meta.get("init_from")
         if applied:
@@ -345,15 +345,15 @@ def rng_state(noise: torch.Generator) -> dict:
     return state
 
 
-def set_rng_state(tensors: dict, noise: torch.Generator, reseed: int):
+def set_rng_state(tensors: dict, noise: torch.Generator, step: int):
     """Restore the RNGs. The latent generator's state is device-specific (CUDA's is a seed and
-    an offset, the CPU's a Mersenne Twister): a run resumed on another device type draws its
-    latents from ``reseed`` on, and says so."""
+    an offset, the CPU's a Mersenne Twister): a run resumed at ``step`` on another device
+    type draws its latents from a seed of the generator's own seed and the step, and says so."""
     torch.set_rng_state(tensors["rng.torch"])
     if tensors["rng.noise"].numel() == noise.get_state().numel():
         noise.set_state(tensors["rng.noise"])
     else:
-        noise.manual_seed(reseed)
+        noise.manual_seed(mix_seed(noise.initial_seed(), step))
         print(f"resuming on {noise.device.type}: the latent generator was saved on another device type, "
               "so latents continue from a new seed (the run is not bit-identical to an uninterrupted one)",
               file=sys.stderr, flush=True)
