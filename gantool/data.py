@@ -89,7 +89,7 @@ class BatchStream:
     def _labels_of(self, idx: torch.Tensor) -> torch.Tensor | None:
         if self.labels is None:
             return None
-        return to_device(self.labels.index_select(0, idx.to(self.labels.device)), self.device)
+        return to_device(self.labels.index_select(0, idx), self.device)  # idx lives where the labels do
 
     def _from_memory(self, start):
         for g in range(start, 1 << 62):
