@@ -470,9 +470,13 @@ def _disk_errors(run):
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        last = run.out_dir / "checkpoints" / "last.safetensors"
-        kept = f"; the last good checkpoint is {last}" if last.exists() else ""
-        raise RunFailed(f"{e.filename or run.out_dir}: {e.strerror} at step {run.step}{kept}") from None
+        raise RunFailed(f"{e.filename or run.out_dir}: {e.strerror} at step {run.step}{_kept(run)}") from None
+
+
+def _kept(run) -> str:
+    """The clause of a failure line that names the checkpoint a user can resume from."""
+    last = run.out_dir / "checkpoints" / "last.safetensors"
+    return f"; the last good checkpoint is {last}" if last.exists() else ""
 
 
 @contextlib.contextmanager
@@ -485,12 +489,10 @@ def _compile_errors(run):
     except RuntimeError as e:  # dynamo's errors are RuntimeErrors; torch._dynamo is only looked up then
         if not run.recipe.train.compile or not isinstance(e, torch._dynamo.exc.TorchDynamoException):
             raise
-        last = run.out_dir / "checkpoints" / "last.safetensors"
-        kept = f"; the last checkpoint is {last}" if last.exists() else ""
         asked = run.recipe.origins.get(("train", "compile")) or run.recipe.path
         raise RunFailed(f"step {run.step}: torch.compile failed in PyTorch {torch.__version__} ({_compiler_cause(e)}); "
                         f"train without it: [train] compile = false (set by {asked}), "
-                        f"or see the compiler's output with --debug{kept}") from e
+                        f"or see the compiler's output with --debug{_kept(run)}") from e
 
 
 def _compiler_cause(e: Exception) -> str:
