@@ -106,5 +106,5 @@ class BatchStream:
                 self.dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
             )
             for indices, x in zip(batches, loader):
-                yield x.to(self.device, non_blocking=True), self._labels_of(torch.tensor(indices))
+                yield to_device(x, self.device), self._labels_of(torch.tensor(indices))
             g = (epoch + 1) * self.steps_per_epoch
