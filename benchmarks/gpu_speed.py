@@ -22,9 +22,10 @@ in the table, and the other rows still run.
 
     python benchmarks/gpu_speed.py                     # on a CUDA machine, a few minutes
     python benchmarks/gpu_speed.py --peak-tflops 989,67 --big
-    python benchmarks/gpu_speed.py --device cpu --steps 3 --warmup 1 --images 64   # smoke test
+    python benchmarks/gpu_speed.py --device cpu --steps 1 --warmup 1 --images 32 --width 8 --batch 16  # smoke test
 
-Written and smoke-tested on CPU only; it has not yet run on a GPU. For the hidden-check
+Written and smoke-tested on CPU only (tests/test_gpu_speed.py runs the smoke test above);
+it has not yet run on a GPU. For the hidden-check
 setting ("one call"), run it with ``timeout 290``: the default rows take a few minutes.
 """
 
@@ -45,7 +46,8 @@ sys.path.insert(0, str(HERE))
 from _common import conv_layer_flops, gan_step_flops, make_jpeg_folder  # noqa: E402
 
 
-def plain_loop(data_u8, device, *, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool):
+def plain_loop(data_u8, device, *, batch: int, width: int, steps: int, warmup: int, bf16: bool,
+               channels_last: bool):
     """The fastest loop a careful user writes by hand: no DataLoader, no sync, fused Adam."""
     import torch
     from torch import nn
@@ -53,7 +55,7 @@ def plain_loop(data_u8, device, *, batch: int, steps: int, warmup: int, bf16: bo
     from reference_dcgan import build
 
     class Opt:
-        image_size, nz, ngf, ndf = 64, 100, 64, 64
+        image_size, nz, ngf, ndf = 64, 100, width, width
 
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as gantool sets it: fixed shapes, so let cuDNN pick its kernels
@@ -95,7 +97,8 @@ def plain_loop(data_u8, device, *, batch: int, steps: int, warmup: int, bf16: bo
     return steps * batch / (time.perf_counter() - t)
 
 
-def gantool_run(folder: Path, out: Path, device, *, batch: int, steps: int, warmup: int, overrides=()):
+def gantool_run(folder: Path, out: Path, device, *, batch: int, width: int, steps: int, warmup: int,
+                overrides=()):
     """``gantool run`` in this process; images/s from metrics.jsonl between warm-up and the end."""
     from gantool import engine
     from gantool.plugins import get_registry
@@ -105,8 +108,8 @@ def gantool_run(folder: Path, out: Path, device, *, batch: int, steps: int, warm
         "run": {"name": "gpu_speed", "seed": 0, "device": str(device)},
         "dataset": {"type": "imagefolder", "root": str(folder), "image_size": 64, "channels": 3,
                     "cache": False},
-        "generator": {"type": "dcgan", "base_channels": 64},
-        "discriminator": {"type": "dcgan", "base_channels": 64},
+        "generator": {"type": "dcgan", "base_channels": width},
+        "discriminator": {"type": "dcgan", "base_channels": width},
         "loss": {"type": "bce"},
         "train": {"batch_size": batch, "epochs": 10**6, "max_steps": warmup + steps, "log_every": warmup,
                   "sample_every": 0, "checkpoint_every": 0, "num_workers": 0},
@@ -142,6 +145,8 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--images", type=int, default=5000, help="JPEGs in the generated folder")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--width", type=int, default=64, help="ngf = ndf; smaller only to smoke-test the script")
     p.add_argument("--big", action="store_true", help="also batch 256 for plain-bf16-cl and gantool")
     p.add_argument("--compile", action="store_true", help="also gantool with train.compile = true")
     p.add_argument("--peak-tflops", default="", metavar="BF16,FP32",
@@ -160,7 +165,7 @@ def main():
                            for f in sorted((folder / "images").glob("*.jpg"))])
 
     class Opt:
-        image_size, nz, ngf, ndf = 64, 100, 64, 64
+        image_size, nz, ngf, ndf = 64, 100, args.width, args.width
 
     G, D, _ = build(Opt)
     g_layers, d_layers = conv_layer_flops(G, (100, 1, 1)), conv_layer_flops(D, (3, 64, 64))
@@ -193,6 +198,7 @@ def main():
         def examples(workers=workers):
             cmd = [sys.executable, str(HERE / "reference_dcgan.py"), "--dataroot", str(folder),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(workers),
+                   "--batch-size", str(args.batch), "--ngf", str(args.width), "--ndf", str(args.width),
                    "--device", args.device, "--quiet"]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
@@ -200,24 +206,26 @@ def main():
             result = json.loads(proc.stdout)
             examples.peak = result.get("peak_gpu_mb")  # measured in its own process
             return result["images_per_s"]
-        record(f"examples-{workers}w", 64, "fp32", examples)
-    for batch in (64, 256) if args.big else (64,):
+        record(f"examples-{workers}w", args.batch, "fp32", examples)
+    for batch in (args.batch, 256) if args.big else (args.batch,):
         record("plain-bf16-cl", batch, "bf16", lambda b=batch: plain_loop(
-            data_u8, device, batch=b, steps=args.steps, warmup=args.warmup, bf16=True, channels_last=True))
-        if batch == 64:
-            record("plain-fp32", batch, "fp32", lambda: plain_loop(
-                data_u8, device, batch=64, steps=args.steps, warmup=args.warmup, bf16=False, channels_last=False))
+            data_u8, device, batch=b, width=args.width, steps=args.steps, warmup=args.warmup, bf16=True,
+            channels_last=True))
+        if batch == args.batch:
+            record("plain-fp32", batch, "fp32", lambda b=batch: plain_loop(
+                data_u8, device, batch=b, width=args.width, steps=args.steps, warmup=args.warmup, bf16=False,
+                channels_last=False))
         variants = [("gantool", [])]
-        if batch == 64:
+        if batch == args.batch:
             variants += [("gantool-eager", ["train.cuda_graphs=false"]), ("gantool-amp-off", ["train.amp=off"])]
             variants += [("gantool-compile", ["train.compile=true"])] if args.compile else []
         for name, overrides in variants:
             out = args.work / f"{name}-{batch}"
             record(name, batch, lambda o=out: chosen(o), lambda b=batch, o=out, s=overrides: gantool_run(
-                folder, o, device, batch=b, steps=args.steps, warmup=args.warmup, overrides=s))
+                folder, o, device, batch=b, width=args.width, steps=args.steps, warmup=args.warmup, overrides=s))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    print(f"\n{name}, torch {torch.__version__}, DCGAN-64, {args.steps} timed steps after {args.warmup}. "
+    print(f"\n{name}, torch {torch.__version__}, DCGAN-64 width {args.width}, {args.steps} timed steps after {args.warmup}. "
           f"Conv GFLOP per image per step: {flops['reference'] / 1e9:.3f} in the reference and plain loops, "
           f"{flops['gantool'] / 1e9:.3f} in gantool (no D weight gradients in the G step)")
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
