@@ -35,6 +35,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 cuda_tests() { timeout "$1" python3 -m pytest -q -rs -p no:cacheprovider -m cuda "$2" 2>&1 | tee -a "$OUT/cuda_tests.log"; }
 cuda_tests 100 tests/test_cuda_graphs.py
 cuda_tests 60 tests/test_autotune.py
-# H100/H200 SXM dense peaks: 989 TFLOP/s bf16, 67 TFLOP/s fp32.
-timeout 290 python3 benchmarks/gpu_speed.py --peak-tflops 989,67 2>&1 | tee "$OUT/gpu_speed.log"
-cuda_tests 110 tests/test_compile.py
+# H100/H200 SXM dense peaks: 989 TFLOP/s bf16, 67 TFLOP/s fp32. All of issue 12's rows, the
+# compiled ones last and stopped at the budget; the timeout only guards the budget itself.
+timeout 300 python3 benchmarks/gpu_speed.py --peak-tflops 989,67 --budget 270 2>&1 | tee "$OUT/gpu_speed.log"
+cuda_tests 100 tests/test_compile.py
