@@ -11,11 +11,8 @@ Written for issue 12's AVX2 lead, which needs faster convolutions than oneDNN's.
 
 from __future__ import annotations
 
-import statistics
-
 import torch
-from layer_layout import NHWC, conv_inputs, layer_runner, timed
-from layout_ab import arguments
+from layer_layout import NHWC, alternating_medians, conv_inputs, layer_runner, start
 
 BACKENDS = {"oneDNN NCHW": (torch.contiguous_format, True), "oneDNN NHWC": (NHWC, True),
             "sgemm NCHW": (torch.contiguous_format, False)}
@@ -32,20 +29,13 @@ def backend_runner(layer, shape, layout, onednn: bool, input_grad: bool):
 
 
 def main():
-    args = arguments(__doc__.splitlines()[0])
-    torch.manual_seed(0)
-    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} rounds x {args.steps} calls; median ms, forward and backward")
-    print(f"{'layer':<14} {'input':>14} " + " ".join(f"{name:>12}" for name in BACKENDS))
+    args = start(__doc__.splitlines()[0])
+    print(f"{'layer':<14} {'input':>14} " + " ".join(f"{name:>12}" for name in BACKENDS) + "  (median ms)")
     totals = dict.fromkeys(BACKENDS, 0.0)
     for index, (name, layer, shape) in enumerate(conv_inputs([*args.overrides, "train.channels_last=false"])):
         runners = {label: backend_runner(layer, shape, layout, onednn, input_grad=index > 0)
                    for label, (layout, onednn) in BACKENDS.items()}
-        times = {label: [] for label in runners}
-        for r in range(args.rounds):
-            for label in list(runners) if r % 2 == 0 else list(reversed(runners)):
-                times[label].append(timed(runners[label], args.steps))
-        ms = {label: statistics.median(values) * 1000 for label, values in times.items()}
+        ms = alternating_medians(runners, args.rounds, args.steps)
         for label in totals:
             totals[label] += ms[label]
         print(f"{name:<14} {tuple(shape[1:])!s:>14} " + " ".join(f"{ms[label]:12.1f}" for label in BACKENDS))

@@ -50,6 +50,15 @@ def timed(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def alternating_medians(runners: dict, rounds: int, calls: int) -> dict[str, float]:
+    """Median ms of each runner over ``rounds`` rounds of ``calls``, the order reversed every other round."""
+    times = {label: [] for label in runners}
+    for r in range(rounds):
+        for label in list(runners) if r % 2 == 0 else list(reversed(runners)):
+            times[label].append(timed(runners[label], calls))
+    return {label: statistics.median(values) * 1000 for label, values in times.items()}
+
+
 def layer_runner(layer: nn.Module, shape, layout, input_grad: bool):
     layer = copy.deepcopy(layer).to(memory_format=layout)
     x = torch.randn(shape).contiguous(memory_format=layout).requires_grad_(input_grad)
@@ -74,11 +83,17 @@ def conversion_runner(in_shape, out_shape):
     return run
 
 
-def main():
-    args = arguments(__doc__.splitlines()[0])
+def start(description: str):
+    """Parse the shared options, seed, and say which CPU path and settings the figures are for."""
+    args = arguments(description)
     torch.manual_seed(0)
     print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds x {args.steps} calls, overrides {args.overrides or 'none'}")
+    return args
+
+
+def main():
+    args = start(__doc__.splitlines()[0])
     print(f"{'layer':<34} {'input':>18} {'NCHW ms':>8} {'NHWC ms':>8} {'NCHW/NHWC':>9} {'convert ms':>10}")
     totals = {"NCHW": 0.0, "NHWC": 0.0}
     for index, (name, layer, shape) in enumerate(conv_inputs([*args.overrides, "train.channels_last=false"])):
@@ -87,11 +102,7 @@ def main():
         for label, layout in (("NCHW", torch.contiguous_format), ("NHWC", NHWC)):
             runners[label], out_shape = layer_runner(layer, shape, layout, input_grad)
             runners[label]()  # warm up oneDNN's primitive cache
-        medians = {label: [] for label in runners}
-        for r in range(args.rounds):
-            for label in list(runners) if r % 2 == 0 else list(reversed(runners)):
-                medians[label].append(timed(runners[label], args.steps))
-        ms = {label: statistics.median(values) * 1000 for label, values in medians.items()}
+        ms = alternating_medians(runners, args.rounds, args.steps)
         convert = timed(conversion_runner(shape, out_shape), args.rounds * args.steps) * 1000
         for label in totals:
             totals[label] += ms[label]
