@@ -24,7 +24,9 @@ the examples loops and the compiled rows run in their own processes and read it 
 
 The whole table keeps to ``--budget`` seconds (280 by default, so the command ends within
 the issue's 5 minutes): a compiled row, which can take minutes to compile, runs in a
-process that is stopped when the budget is spent, and rows left after that say so. A row
+process that is stopped when the budget is spent, and rows left after that say so. The
+other rows take seconds each on a GPU and are not stopped: one started just before the
+budget ends can overrun it by its own length. A row
 that fails says why in the table, and the other rows still run.
 
     python benchmarks/gpu_speed.py                     # on a CUDA machine, under 5 minutes
@@ -55,7 +57,7 @@ from _common import conv_layer_flops, gan_step_flops, make_jpeg_folder  # noqa: 
 
 
 def plain_loop(data_u8, device, *, batch: int, width: int, steps: int, warmup: int, bf16: bool,
-               channels_last: bool, compile: bool = False):
+               channels_last: bool, compiled: bool = False):
     """The fastest loop a careful user writes by hand: no DataLoader, no sync, fused Adam."""
     import torch
     from torch import nn
@@ -71,7 +73,7 @@ def plain_loop(data_u8, device, *, batch: int, width: int, steps: int, warmup: i
     D.main = D.main[:-1]  # logits: BCE-with-logits under autocast
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
-    if compile:  # the issue's "torch.compile default mode" row: compiled in the warm-up steps
+    if compiled:  # the issue's "torch.compile default mode" row: compiled in the warm-up steps
         G, D = torch.compile(G), torch.compile(D)
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
@@ -179,7 +181,7 @@ def measure(name: str, batch: int, args, device, folder: Path, data_u8, timeout:
         return result["images_per_s"], "fp32", result.get("peak_gpu_mb")  # measured in its own process
     if name.startswith("plain-"):
         bf16 = name == "plain-bf16-cl"
-        rate = plain_loop(data_u8(), device, **plain, bf16=bf16, channels_last=bf16, compile=name.endswith("compile"))
+        rate = plain_loop(data_u8(), device, **plain, bf16=bf16, channels_last=bf16, compiled=name.endswith("compile"))
         return rate, "bf16" if bf16 else "fp32", None
     out = args.work / f"{name}-{batch}"
     rate = gantool_run(folder, out, device, **plain, overrides=GANTOOL_ROWS[name])
