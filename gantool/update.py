@@ -67,6 +67,11 @@ class GANUpdate:
         self.noise = torch.Generator(device=device).manual_seed(mix_seed(plan.recipe.run.seed, 3))
         self.global_batch, self.local_batch, self.rank = plan.data.global_batch, plan.data.local_batch, rank
         self.num_classes = plan.num_classes
+        # Inductor's CUDA graphs (compile = "reduce-overhead") free a graph's outputs when a
+        # new "generation" starts. Left to itself it starts one at any compiled forward after
+        # a backward, so D's G-step forward, after D's own backward, would overwrite the fake
+        # batch G made for this step. Marking each step's start makes the step one generation.
+        self.mark_steps = plan.recipe.train.compile == "reduce-overhead"
 
     def __call__(self, batches, step: int, batch: int) -> dict[str, torch.Tensor]:
         """One generator step after ``d_steps_per_g`` discriminator steps; returns device statistics.
@@ -75,6 +80,8 @@ class GANUpdate:
         learning-rate schedules and the EMA follow the step, outside a captured graph.
         """
         inputs = self.draw(batches)
+        if self.mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         stats = self.graph(inputs, step, batch) if self.graph is not None else self.train_step(inputs, step, batch)
         for net in (self.G, self.D):
             if net.scheduler is not None:

@@ -10,12 +10,13 @@ import shutil
 import pytest
 import torch
 from conftest import train_run
+from safetensors.torch import load_file
 
 from gantool.engine import Trainer
 from gantool.plan import labelled, make_plan
 from gantool.plugins import get_registry
 from gantool.recipe import load_recipe
-from gantool.update import keep_1x1_input_convs_nchw
+from gantool.update import GANUpdate, keep_1x1_input_convs_nchw
 
 CHANNELS_LAST = torch.channels_last
 
@@ -54,6 +55,21 @@ def test_the_compile_mode_reaches_torch_compile(value, kwargs, fake_compile, tin
     Trainer(load_recipe(tiny_recipe, [f"train.compile={value}"]), get_registry(), tmp_path / "run")
     assert fake_compile == [kwargs, kwargs]  # G and D (D's frozen call is its train call in one process)
 
+
+
+@pytest.mark.parametrize(("value", "marks"), [('"reduce-overhead"', 3), ("true", 0), ("false", 0)])
+def test_reduce_overhead_marks_each_steps_start_for_inductors_cuda_graphs(value, marks, fake_compile, tiny_recipe,
+                                                                         tmp_path, monkeypatch):
+    """Unmarked, inductor's graphs took D's G-step forward (after D's backward) for a new
+    step and overwrote G's fake batch: a RuntimeError on an H200 (docs/performance.md)."""
+    calls = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(len(calls)))
+    recipe = load_recipe(tiny_recipe, [f"train.compile={value}", "train.amp=off", "train.channels_last=false"])
+    plan = make_plan(recipe, get_registry())
+    update, batches = GANUpdate(plan), plan.data.iterate(0)
+    for step in range(3):
+        update(batches, step, step)
+    assert len(calls) == marks
 
 def test_compile_false_compiles_nothing_and_keeps_every_conv_weight_channels_last(fake_compile, tiny_recipe, tmp_path):
     trainer = Trainer(load_recipe(tiny_recipe, ["train.compile=false", "train.channels_last=true"]), get_registry(),
@@ -170,3 +186,20 @@ def test_compiled_channels_last_dcgan64_trains_on_cuda(cuda_recipe, tmp_path, fr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [row[key] for row in rows if "loss_d" in row for key in ("loss_d", "loss_g")]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.cuda
+def test_reduce_overhead_trains_the_weights_of_the_default_mode_on_cuda(cuda_recipe, tmp_path, fresh_dynamo):
+    """Inductor's CUDA graphs replay the default mode's kernels: the same weights after 4
+    steps. Before each step's start was marked this run stopped at its second step with
+    "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run"."""
+    steps = ["train.max_steps=4", "train.amp=off", "train.channels_last=false", "train.cuda_graphs=false",
+             "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0"]
+    for mode in ("default", "reduce-overhead"):
+        train_run(cuda_recipe, tmp_path / mode, *steps, f"train.compile={mode}")
+        torch._dynamo.reset()
+    default, graphed = (load_file(tmp_path / mode / "checkpoints" / "last.safetensors")
+                        for mode in ("default", "reduce-overhead"))
+    for key in default:
+        if not key.startswith("rng.") and default[key].is_floating_point():
+            torch.testing.assert_close(graphed[key], default[key], rtol=1e-4, atol=1e-5, msg=key)
