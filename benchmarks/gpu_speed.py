@@ -34,8 +34,8 @@ that fails says why in the table, and the other rows still run.
     python benchmarks/gpu_speed.py --device cpu --steps 1 --warmup 1 --images 32 --width 8 --batch 16 \
         --big-batch 0 --no-compile   # smoke test
 
-Written and smoke-tested on CPU only (tests/test_gpu_speed.py runs the smoke test above,
-and the budget's stop); it has not yet run on a GPU.
+tests/test_gpu_speed.py runs the smoke test above and the budget's stop on CPU. On an
+NVIDIA H200 (2026-11-29) the whole table took 183 s; docs/performance.md, "GPU speed".
 """
 
 from __future__ import annotations
@@ -152,7 +152,10 @@ def sync(device):
 
 
 GANTOOL_ROWS = {"gantool": [], "gantool-eager": ["train.cuda_graphs=false"],
-                "gantool-amp-off": ["train.amp=off"], "gantool-compile": ["train.compile=true"]}
+                "gantool-amp-off": ["train.amp=off"], "gantool-compile": ["train.compile=true"],
+                # Not in the table (each compiles for a minute); run alone with --row NAME:BATCH.
+                "gantool-compile-eager": ["train.compile=true", "train.cuda_graphs=false"],
+                "gantool-reduce-overhead": ["train.compile=reduce-overhead"]}
 
 
 def planned_rows(args) -> list[tuple[str, int]]:
@@ -216,7 +219,9 @@ def main():
     p.add_argument("--peak-tflops", default="", metavar="BF16,FP32",
                    help="the GPU's dense peaks, e.g. 989,67 for an H100 SXM; default: no share column")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gantool-gpu-speed")
-    p.add_argument("--row", metavar="NAME:BATCH", help=argparse.SUPPRESS)  # one row, in a child process
+    p.add_argument("--row", metavar="NAME:BATCH",
+                   help="only this row (also those not in the table: gantool-compile-eager, "
+                        "gantool-reduce-overhead); prints one JSON line")
     args = p.parse_args()
     import numpy as np
     import torch
