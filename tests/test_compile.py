@@ -56,7 +56,6 @@ def test_the_compile_mode_reaches_torch_compile(value, kwargs, fake_compile, tin
     assert fake_compile == [kwargs, kwargs]  # G and D (D's frozen call is its train call in one process)
 
 
-
 @pytest.mark.parametrize(("value", "marks"), [('"reduce-overhead"', 3), ("true", 0), ("false", 0)])
 def test_reduce_overhead_marks_each_steps_start_for_inductors_cuda_graphs(value, marks, fake_compile, tiny_recipe,
                                                                          tmp_path, monkeypatch):
@@ -70,6 +69,7 @@ def test_reduce_overhead_marks_each_steps_start_for_inductors_cuda_graphs(value,
     for step in range(3):
         update(batches, step, step)
     assert len(calls) == marks
+
 
 def test_compile_false_compiles_nothing_and_keeps_every_conv_weight_channels_last(fake_compile, tiny_recipe, tmp_path):
     trainer = Trainer(load_recipe(tiny_recipe, ["train.compile=false", "train.channels_last=true"]), get_registry(),
@@ -191,8 +191,9 @@ def test_compiled_channels_last_dcgan64_trains_on_cuda(cuda_recipe, tmp_path, fr
 @pytest.mark.cuda
 def test_reduce_overhead_trains_the_weights_of_the_default_mode_on_cuda(cuda_recipe, tmp_path, fresh_dynamo):
     """Inductor's CUDA graphs replay the default mode's kernels: the same weights after 4
-    steps. Before each step's start was marked this run stopped at its second step with
-    "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run"."""
+    steps. Before each step's start was marked, a run in this mode stopped on the H200 with
+    "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run"
+    (DCGAN-64; this test was written after that run and passed there with the fix)."""
     steps = ["train.max_steps=4", "train.amp=off", "train.channels_last=false", "train.cuda_graphs=false",
              "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0"]
     for mode in ("default", "reduce-overhead"):
