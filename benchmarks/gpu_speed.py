@@ -173,7 +173,7 @@ class OverBudget(Exception):
 
 
 def measure(name: str, batch: int, args, device, folder: Path, data_u8, timeout: float):
-    """One row (the examples loops in a child): (images/s, precision, peak GPU MiB or None to read it here)."""
+    """One row (the examples loops in a child): (images/s, precision, peak GPU MiB or None on a CPU)."""
     plain = {"batch": batch, "width": args.width, "steps": args.steps, "warmup": args.warmup}
     if name.startswith("examples-"):
         cmd = [sys.executable, str(HERE / "reference_dcgan.py"), "--dataroot", str(folder),
@@ -185,10 +185,17 @@ def measure(name: str, batch: int, args, device, folder: Path, data_u8, timeout:
     if name.startswith("plain-"):
         bf16 = name == "plain-bf16-cl"
         rate = plain_loop(data_u8(), device, **plain, bf16=bf16, channels_last=bf16, compiled=name.endswith("compile"))
-        return rate, "bf16" if bf16 else "fp32", None
+        return rate, "bf16" if bf16 else "fp32", peak_mib(device)
     out = args.work / f"{name}-{batch}"
     rate = gantool_run(folder, out, device, **plain, overrides=GANTOOL_ROWS[name])
-    return rate, chosen(out), None
+    return rate, chosen(out), peak_mib(device)
+
+
+def peak_mib(device):
+    """This process's peak GPU memory since the last reset (None on a CPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def in_child(cmd: list[str], timeout: float) -> str:
@@ -237,8 +244,6 @@ def main():
     if args.row:
         name, batch = args.row.rsplit(":", 1)
         rate, precision, peak = measure(name, int(batch), args, device, folder, data_u8, args.budget)
-        if peak is None and device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2**20
         print(json.dumps({"images_per_s": rate, "precision": precision, "peak_gpu_mb": peak}))
         return
 
@@ -276,8 +281,6 @@ def main():
             rows.append((name, batch, why, None, None))
             print(f"  {name:<18} batch {batch:<4} {why}", file=sys.stderr)
             continue
-        if peak is None and device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2**20
         rows.append((name, batch, precision, rate, peak))
         print(f"  {name:<18} batch {batch:<4} {rate:10.0f} images/s", file=sys.stderr)
 

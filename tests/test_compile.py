@@ -58,7 +58,7 @@ def test_the_compile_mode_reaches_torch_compile(value, kwargs, fake_compile, tin
 
 @pytest.mark.parametrize(("value", "marks"), [('"reduce-overhead"', 3), ("true", 0), ("false", 0)])
 def test_reduce_overhead_marks_each_steps_start_for_inductors_cuda_graphs(value, marks, fake_compile, tiny_recipe,
-                                                                         tmp_path, monkeypatch):
+                                                                         monkeypatch):
     """Unmarked, inductor's graphs took D's G-step forward (after D's backward) for a new
     step and overwrote G's fake batch: a RuntimeError on an H200 (docs/performance.md)."""
     calls = []
